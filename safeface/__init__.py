@@ -1,0 +1,1 @@
+"""SafeFace Django project: settings, URLs and small shared helpers."""

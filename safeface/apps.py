@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SafefaceConfig(AppConfig):
+    name = "safeface"
+    verbose_name = "SafeFace core"

@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from safeface import views
+
+admin.site.site_header = "SafeFace administration"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,1 @@
+"""Swap jobs: uploads, face selection and results (see issue 5)."""

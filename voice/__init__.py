@@ -1,0 +1,1 @@
+"""Voice profiles and voice-masking jobs (see issue 6)."""
