@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Developer-only: compile Tailwind CSS (static/src/app.css -> static/css/app.css).
+# Developer-only: compile Tailwind CSS (assets/app.css -> static/css/app.css).
 # The compiled output is committed; running the Django app never needs Node.
 # Usage: scripts/build-css.sh            (one-off minified build)
 #        scripts/build-css.sh --watch    (extra args are passed to the Tailwind CLI)
@@ -20,4 +20,4 @@ if [ ! -d node_modules ]; then
   fi
 fi
 
-npx @tailwindcss/cli -i static/src/app.css -o static/css/app.css --minify "$@"
+npx @tailwindcss/cli -i assets/app.css -o static/css/app.css --minify "$@"
