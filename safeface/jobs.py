@@ -27,7 +27,7 @@ from typing import ClassVar
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
@@ -387,8 +387,8 @@ def execute(job: Job) -> str:
 
 
 def run_next_job(label: str) -> str:
-    """django-q entry point for a ticket: claim one job of this kind and run it."""
-    close_old_connections()
+    """django-q entry point for a ticket: claim one job of this kind and run it.
+    (django-q's worker closes stale database connections before each task.)"""
     model = apps.get_model(label)
     job = claim_next(model)
     if job is None:

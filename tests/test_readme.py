@@ -1,0 +1,25 @@
+"""README.md must stay true: every environment variable the code reads is documented."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_environment_variable_is_documented():
+    names = set()
+    for path in [*ROOT.glob("safeface/*.py"), *ROOT.glob("bin/*"), ROOT / "tests/conftest.py"]:
+        text = path.read_text()
+        names |= set(re.findall(r'env\.(?:str|bool|int|list|choice|url)\(\s*"([A-Z_]+)"', text))
+        names |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z_]+)"', text))
+        names |= set(re.findall(r"\$\{([A-Z_]+):-", text))
+    names -= {"DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE", "TMPDIR"}  # not ours
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(n for n in names if f"`{n}`" not in readme)
+    assert len(names) > 30
+    assert missing == []
+
+
+def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci/run").read_text()
