@@ -23,6 +23,7 @@ urlpatterns = [
         auth_views.PasswordResetCompleteView.as_view(template_name="accounts/password_reset_complete.html"),
         name="accounts-password-reset-complete",
     ),
+    path("password/", views.PasswordChangeView.as_view(), name="accounts-password-change"),
     path("profile/", views.profile, name="accounts-profile"),
     path("usage/", views.usage, name="accounts-usage"),
     path("upgrade/<slug:slug>/", views.upgrade, name="accounts-upgrade"),

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from accounts import billing, quotas, services
-from accounts.forms import DeleteAccountForm, LoginForm, NewPasswordForm, ProfileForm, ResetForm, SignupForm
+from accounts.forms import ChangePasswordForm, DeleteAccountForm, LoginForm, NewPasswordForm, ProfileForm, ResetForm, SignupForm
 from accounts.models import DataExport, Plan
 from safeface.jobs import job_cancel
 from safeface.private_media import private_file_response
@@ -74,6 +74,17 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "accounts/password_reset_confirm.html"
     form_class = NewPasswordForm
     success_url = reverse_lazy("accounts-password-reset-complete")
+
+
+@method_decorator(ratelimit("password-change"), name="dispatch")
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "accounts/password_change.html"
+    form_class = ChangePasswordForm
+    success_url = reverse_lazy("accounts-profile")
+
+    def form_valid(self, form):
+        messages.success(self.request, "Password changed. Other devices were logged out.")
+        return super().form_valid(form)
 
 
 @login_required

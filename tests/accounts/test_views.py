@@ -274,3 +274,19 @@ def test_every_user_owned_model_is_in_the_deletion_scope(db):
                 assert field.name == "user" and model._meta.label in owned, (
                     f"{model._meta.label}.{field.name} points at users but is not deleted/exported with them"
                 )
+
+
+@pytest.mark.django_db
+def test_password_change_checks_the_old_password(owner_client, owner, client):
+    url = reverse("accounts-password-change")
+    wrong = owner_client.post(url, {"old_password": "nope", "new_password1": "another long phrase 9", "new_password2": "another long phrase 9"})
+    assert b"Your old password was entered incorrectly" in wrong.content
+    ok = owner_client.post(url, {"old_password": PASSWORD, "new_password1": "another long phrase 9", "new_password2": "another long phrase 9"})
+    assert ok.status_code == 302
+    owner.refresh_from_db()
+    assert owner.check_password("another long phrase 9")
+    assert owner_client.get(reverse("accounts-profile")).status_code == 200  # still logged in here
+
+
+def test_password_change_needs_login(client):
+    assert client.get(reverse("accounts-password-change")).status_code == 302
