@@ -3,8 +3,9 @@ by pytest-django's ``live_server``.
 
 * Every test in this folder is marked ``e2e`` (run only these with ``-m e2e``, skip them with
   ``-m "not e2e"``).
-* The browser is Debian's Chromium (``bin/ensure-chromium`` installs it), or the executable in
-  $SAFEFACE_CHROMIUM. Without one the tests skip locally and fail under CI.
+* The browser (one for all the tests in this folder) is Debian's Chromium, which
+  ``bin/ensure-chromium`` installs, or the executable in $SAFEFACE_CHROMIUM. Without one the
+  tests skip locally and fail under CI.
 * ``page`` fails a test whose pages logged a console error (a Content-Security-Policy violation,
   a static file that did not load, a JavaScript exception) or had a request fail.
 * ``screenshot("label")`` saves a full-page PNG under var/test-artifacts/e2e/.
@@ -17,8 +18,14 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.conftest import ensure_plans
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 E2E_DIR = Path(__file__).resolve().parent
 ROOT_DIR = E2E_DIR.parents[1]
@@ -49,39 +56,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
-    """Put back the rows migrations created (the Free and Pro plans, ...) after the test's flush.
-
-    ``live_server`` needs ``transactional_db``, which empties every table after each test. The
-    tests that run later in the session (other transactional tests) expect the migrated rows,
-    so leave the database as migrations left it. The contents were serialized at database set-up
-    because ``live_site`` requests ``django_db_serialized_rollback``."""
-    result = yield
-    if _in_this_folder(item) and "live_server" in getattr(item, "fixturenames", ()):
-        _restore_serialized_contents(item.config)
-    return result
-
-
-def _restore_serialized_contents(config: pytest.Config) -> None:
-    from django.db import connections
-    from pytest_django.plugin import blocking_manager_key
-
-    with config.stash[blocking_manager_key].unblock():
-        for connection in connections.all(initialized_only=True):
-            contents = getattr(connection, "_test_serialized_contents", None)
-            if contents:
-                connection.creation.deserialize_db_from_string(contents)
-
-
 def chromium_executable() -> str | None:
-    configured = os.environ.get("SAFEFACE_CHROMIUM") or DEFAULT_CHROMIUM
-    found = shutil.which(configured)
-    return found
+    """$SAFEFACE_CHROMIUM or /usr/bin/chromium when it is an executable, else None."""
+    return shutil.which(os.environ.get("SAFEFACE_CHROMIUM") or DEFAULT_CHROMIUM)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One Chromium for all the tests in this folder (they run one after another: pytest-django
+    orders every ``live_server`` test into one block).
+
+    Package scope, not session scope, on purpose: while Playwright runs, the main thread has a
+    running asyncio loop and DJANGO_ALLOW_ASYNC_UNSAFE must be set. Both end with the last
+    browser test, so the tests that run after them keep Django's async-safety checks and do not
+    inherit the variable (``manage.py check --deploy`` in a subprocess fails with async.E001
+    when it is set)."""
     executable = chromium_executable()
     if executable is None:
         wanted = os.environ.get("SAFEFACE_CHROMIUM") or DEFAULT_CHROMIUM
@@ -100,11 +89,11 @@ def browser() -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
     playwright = sync_playwright().start()
     try:
         expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield browser
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
     finally:
         playwright.stop()
         if previous is None:
@@ -114,8 +103,14 @@ def browser() -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
 
 
 @pytest.fixture
-def live_site(live_server, django_db_serialized_rollback) -> str:
-    """The live server's base URL, with the migrated rows (plans) present at the test's start."""
+def live_site(live_server, transactional_db) -> str:
+    """The live server's base URL, with the plans the data migration creates in the database.
+
+    ``live_server`` needs ``transactional_db``, which empties every table after each test, so
+    the Free and Pro plans are put back first. (Serialized rollback cannot do it here: while
+    Playwright's loop runs, asgiref gives the main thread a context-local database connection
+    that lacks the serialized contents, so Django skips the restore.)"""
+    ensure_plans()
     return live_server.url
 
 
@@ -147,7 +142,7 @@ def browser_problems() -> BrowserProblems:
 
 
 @pytest.fixture
-def page(browser, live_site, browser_problems) -> Iterator["playwright.sync_api.Page"]:  # noqa: F821
+def page(browser, live_site, browser_problems) -> Iterator[Page]:
     """A fresh browser context (own cookies) per test, opened on the live server.
 
     At teardown the test fails if any page logged a console error or a request failed."""
