@@ -90,6 +90,17 @@ def checkout_session_create(*, user, plan, success_url: str, cancel_url: str) ->
     return url
 
 
+def billing_portal_create(*, customer_id: str, return_url: str) -> str:
+    """A Stripe Billing Portal session where the customer changes or cancels the subscription."""
+    if not customer_id:
+        raise BillingError("There is no subscription to manage on this account.")
+    session = _stripe_post("/v1/billing_portal/sessions", {"customer": customer_id, "return_url": return_url})
+    url = session.get("url")
+    if not url or not url.startswith("https://"):
+        raise BillingError("Our payment provider returned no billing page. Please try again later.")
+    return url
+
+
 def subscription_cancel(subscription_id: str) -> None:
     """Cancels a subscription at once (used when an account is deleted)."""
     if not subscription_id or not billing_configured():

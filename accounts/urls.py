@@ -27,6 +27,7 @@ urlpatterns = [
     path("profile/", views.profile, name="accounts-profile"),
     path("usage/", views.usage, name="accounts-usage"),
     path("upgrade/<slug:slug>/", views.upgrade, name="accounts-upgrade"),
+    path("billing/portal/", views.billing_portal, name="accounts-billing-portal"),
     path("delete/", views.account_delete, name="accounts-delete"),
     path("exports/", views.export_create, name="accounts-export-create"),
     path("exports/<int:pk>/status/", views.export_status, name="accounts-export-status"),

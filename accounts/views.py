@@ -138,6 +138,25 @@ def upgrade(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect(url)
 
 
+@login_required
+@require_POST
+def billing_portal(request: HttpRequest) -> HttpResponse:
+    if not billing.billing_configured():
+        messages.error(request, "Billing is not configured on this server.")
+        return _redirect(request, "accounts-usage")
+    try:
+        url = billing.billing_portal_create(
+            customer_id=request.user.stripe_customer_id,
+            return_url=settings.SITE_URL.rstrip("/") + reverse("accounts-usage"),
+        )
+    except billing.BillingError as exc:
+        messages.error(request, str(exc))
+        return _redirect(request, "accounts-usage")
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
 @csrf_exempt
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:

@@ -13,7 +13,7 @@ def content_security_policy() -> str:
     form_action = "'self'"
     if settings.STRIPE_SECRET_KEY:
         # The upgrade form redirects to Stripe Checkout; form-action also governs redirects.
-        form_action += " https://checkout.stripe.com"
+        form_action += " https://checkout.stripe.com https://billing.stripe.com"
     directives = {
         "default-src": "'self'",
         "script-src": "'self'",

@@ -32,6 +32,8 @@ def stripe_api(settings):
             else:
                 self.send_response(200)
                 payload = {"id": "cs_test_1", "url": "https://checkout.stripe.com/c/pay/cs_test_1"}
+                if self.path == "/v1/billing_portal/sessions":
+                    payload = {"id": "bps_1", "url": "https://billing.stripe.com/p/session/bps_1"}
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(json.dumps(payload).encode())
@@ -174,3 +176,27 @@ def test_signature_verification_accepts_any_matching_v1():
     good = billing.sign_payload(payload, "whsec_a", 1_700_000_000)
     header = "t=1700000000,v1=deadbeef," + good.split(",")[1]
     assert billing.webhook_event_verify(payload, header, "whsec_a", now=1_700_000_010)["id"] == "evt"
+
+
+@pytest.mark.django_db
+def test_subscriber_can_open_the_billing_portal(client, stripe_api, settings):
+    settings.SITE_URL = "https://safeface.test"
+    user = make_user("sub@example.com", plan="pro")
+    User.objects.filter(pk=user.pk).update(stripe_customer_id="cus_7")
+    client.force_login(user)
+    assert b"Manage or cancel subscription" in client.get(reverse("accounts-usage")).content
+    response = client.post(reverse("accounts-billing-portal"))
+    assert response["Location"] == "https://billing.stripe.com/p/session/bps_1"
+    assert stripe_api[-1]["form"] == {"customer": "cus_7", "return_url": "https://safeface.test/accounts/usage/"}
+
+
+@pytest.mark.django_db
+def test_billing_portal_without_a_subscription_says_so(owner_client, stripe_api):
+    assert b"Manage or cancel subscription" not in owner_client.get(reverse("accounts-usage")).content
+    page = owner_client.post(reverse("accounts-billing-portal"), follow=True)
+    assert b"There is no subscription to manage on this account." in page.content
+    assert stripe_api == []
+
+
+def test_billing_portal_requires_login(client):
+    assert client.post(reverse("accounts-billing-portal")).status_code == 302
