@@ -100,6 +100,8 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def usage(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("upgraded") and not request.htmx:
+        messages.success(request, "Payment received. Your plan changes as soon as Stripe confirms it, usually within seconds.")
     plan = quotas.plan_for(request.user)
     context = {
         "plan": plan,
@@ -112,49 +114,45 @@ def usage(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/usage.html", context)
 
 
-@login_required
-@require_POST
-def upgrade(request: HttpRequest, slug: str) -> HttpResponse:
-    plan = get_object_or_404(Plan, slug=slug)
+def _stripe_redirect(request: HttpRequest, make_url) -> HttpResponse:
+    """Sends the user to a Stripe-hosted page, or back to the usage page with the reason."""
     if not billing.billing_configured():
         messages.error(request, "Billing is not configured on this server, so plans cannot be bought here yet.")
         return _redirect(request, "accounts-usage")
-    if plan == quotas.plan_for(request.user):
-        messages.info(request, f"You are already on the {plan.name} plan.")
-        return _redirect(request, "accounts-usage")
-    base = settings.SITE_URL.rstrip("/")
     try:
-        url = billing.checkout_session_create(
-            user=request.user,
-            plan=plan,
-            success_url=base + reverse("accounts-usage") + "?upgraded=1",
-            cancel_url=base + reverse("accounts-usage"),
-        )
+        url = make_url(settings.SITE_URL.rstrip("/") + reverse("accounts-usage"))
     except billing.BillingError as exc:
         messages.error(request, str(exc))
         return _redirect(request, "accounts-usage")
     if request.htmx:
         return HttpResponseClientRedirect(url)
     return redirect(url)
+
+
+@login_required
+@require_POST
+def upgrade(request: HttpRequest, slug: str) -> HttpResponse:
+    plan = get_object_or_404(Plan, slug=slug)
+    if plan == quotas.plan_for(request.user):
+        messages.info(request, f"You are already on the {plan.name} plan.")
+        return _redirect(request, "accounts-usage")
+    return _stripe_redirect(
+        request,
+        lambda usage_url: billing.checkout_session_create(
+            user=request.user, plan=plan, success_url=usage_url + "?upgraded=1", cancel_url=usage_url
+        ),
+    )
 
 
 @login_required
 @require_POST
 def billing_portal(request: HttpRequest) -> HttpResponse:
-    if not billing.billing_configured():
-        messages.error(request, "Billing is not configured on this server.")
-        return _redirect(request, "accounts-usage")
-    try:
-        url = billing.billing_portal_create(
-            customer_id=request.user.stripe_customer_id,
-            return_url=settings.SITE_URL.rstrip("/") + reverse("accounts-usage"),
-        )
-    except billing.BillingError as exc:
-        messages.error(request, str(exc))
-        return _redirect(request, "accounts-usage")
-    if request.htmx:
-        return HttpResponseClientRedirect(url)
-    return redirect(url)
+    return _stripe_redirect(
+        request,
+        lambda usage_url: billing.billing_portal_create(
+            customer_id=request.user.stripe_customer_id, return_url=usage_url
+        ),
+    )
 
 
 @csrf_exempt

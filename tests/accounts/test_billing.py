@@ -200,3 +200,9 @@ def test_billing_portal_without_a_subscription_says_so(owner_client, stripe_api)
 
 def test_billing_portal_requires_login(client):
     assert client.post(reverse("accounts-billing-portal")).status_code == 302
+
+
+@pytest.mark.django_db
+def test_return_from_checkout_thanks_the_user(owner_client):
+    page = owner_client.get(reverse("accounts-usage") + "?upgraded=1")
+    assert b"Payment received. Your plan changes as soon as Stripe confirms it" in page.content

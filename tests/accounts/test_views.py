@@ -21,6 +21,15 @@ from tests.jobapp.models import EchoJob
 LOGIN = "/accounts/login/"
 
 
+def echo_done(user, text: str) -> EchoJob:
+    from safeface.jobs import job_submit
+
+    job = job_submit(EchoJob(user=user, text=text))
+    assert run_next_job("jobapp.EchoJob").endswith("succeeded")
+    job.refresh_from_db()
+    return job
+
+
 def exported(user) -> DataExport:
     from accounts.services import data_export_create
 
@@ -153,12 +162,8 @@ def test_logout_needs_post(owner_client):
 # --- data export ------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_export_contains_the_users_records_and_files_only(owner_client, owner, other_user):
-    from safeface.jobs import job_submit
-
-    job_submit(EchoJob(user=owner, text="owner secret"))
-    run_next_job("jobapp.EchoJob")
-    job_submit(EchoJob(user=other_user, text="other secret"))
-    run_next_job("jobapp.EchoJob")
+    echo_done(owner, "owner secret")
+    echo_done(other_user, "other secret")
     quota_reserve(user=owner, metric="avatars", amount=2)
     owner_client.post(reverse("accounts-export-create"))
     assert run_next_job("accounts.DataExport").endswith("succeeded")
@@ -244,12 +249,8 @@ def test_account_deletion_requires_password_and_confirmation(owner_client, owner
 
 @pytest.mark.django_db
 def test_account_deletion_removes_every_row_and_file_of_the_user_only(owner_client, owner, other_user):
-    from safeface.jobs import job_submit
-
-    job_submit(EchoJob(user=owner, text="mine"))
-    run_next_job("jobapp.EchoJob")
-    job_submit(EchoJob(user=other_user, text="theirs"))
-    run_next_job("jobapp.EchoJob")
+    echo_done(owner, "mine")
+    theirs = echo_done(other_user, "theirs")
     quota_reserve(user=owner, metric="avatars", amount=1)
     export = exported(owner)
     owner_files = default_storage.listdir(f"users/{owner.pk}/")[0]
@@ -262,7 +263,7 @@ def test_account_deletion_removes_every_row_and_file_of_the_user_only(owner_clie
         assert not model.objects.filter(user_id=owner.pk).exists(), model
     assert not UsageCounter.objects.filter(user_id=owner.pk).exists()
     assert not default_storage.exists(f"users/{owner.pk}/")
-    assert default_storage.exists(EchoJob.objects.get(user=other_user).output.name)
+    assert default_storage.exists(theirs.output.name)
     assert owner_client.get(reverse("accounts-usage")).status_code == 302  # logged out
 
 
