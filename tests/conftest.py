@@ -90,3 +90,18 @@ def require_service(name: str, host: str, port: int) -> None:
     if os.environ.get("CI"):
         pytest.fail(message + " (CI is set: tests that need it must run)")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> "Path":
+    """The real media corpus named by SAFEFACE_CORPUS. Unset: corpus tests skip (a fresh clone
+    without ../shared). Set but missing or empty: a failure, so CI cannot silently skip them."""
+    from pathlib import Path
+
+    folder = os.environ.get("SAFEFACE_CORPUS")
+    if not folder:
+        pytest.skip("SAFEFACE_CORPUS is not set (real-media tests need ../shared/corpus)")
+    path = Path(folder)
+    if not (path / "MANIFEST.md").is_file():
+        pytest.fail(f"SAFEFACE_CORPUS={folder} does not hold the media corpus (no MANIFEST.md)")
+    return path
