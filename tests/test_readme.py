@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_environment_variable_is_documented():
     names = set()
-    for path in [*ROOT.glob("safeface/*.py"), *ROOT.glob("bin/*"), ROOT / "tests/conftest.py"]:
+    for path in [*ROOT.glob("safeface/*.py"), *ROOT.glob("engine/**/*.py"), *ROOT.glob("bin/*"), ROOT / "tests/conftest.py"]:
         text = path.read_text()
         names |= set(re.findall(r'env\.(?:str|bool|int|list|choice|url)\(\s*"([A-Z_]+)"', text))
         names |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z_]+)"', text))

@@ -1,0 +1,409 @@
+"""Classical face swap on the 468-point face mesh (the embedded CPU backend).
+
+One rasterisation pass over an *extended* mesh drives everything:
+- the 852 mesh triangles, fans that fill the eye and mouth holes, and a ring of triangles from
+  the face oval out to 1.6x its size (forehead to hairline, jaw, cheeks);
+- every pixel inside gets two sample positions: where the source texture comes from (persona
+  face) and where the target itself comes from (a smooth "liquify" that moves the face's
+  proportions toward the source while the ring's outer edge stays fixed, so the jaw line moves
+  with the face and no ghost outline is left behind);
+- masks decide which pixels take the source: the face, minus the target's inner mouth, minus
+  self-occluded triangles, minus whatever is in front of the face (non-skin pixels found by a
+  robust skin-colour model fitted on the target's own visible skin), plus the forehead up to
+  the hairline (the skin model stops it at hair);
+- the source is matched to the target in colour (Lab statistics), low-frequency lighting and
+  grain before a feathered blend.
+
+Inputs are plain arrays: RGB uint8 images and (468, 2|3) landmark arrays in pixel coordinates.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TOPOLOGY_FILE = Path(__file__).with_name("face_topology.json")
+RING_SCALE = 1.6
+UP_VERTEX, CHIN_VERTEX, NOSE_TIP = 10, 152, 1
+
+
+@dataclass(frozen=True)
+class Topology:
+    mesh: np.ndarray  # (852, 3) vertex indices into the 468 landmarks
+    oval: np.ndarray  # (36,) ordered face-oval loop
+    left_eye: np.ndarray
+    right_eye: np.ndarray
+    lips_inner: np.ndarray
+    lips_outer: np.ndarray
+    brows: np.ndarray
+    # Extended mesh over 468 + 3 hole centres + len(oval) ring points:
+    triangles: np.ndarray  # (T, 3)
+    kind: np.ndarray  # (T,) 0 mesh, 1 eye hole, 2 mouth hole, 3 ring
+    ring_start: int  # index of the first ring vertex in the extended point list
+
+
+@lru_cache(maxsize=1)
+def topology() -> Topology:
+    data = json.loads(TOPOLOGY_FILE.read_text())
+    regions = {k: np.asarray(v, dtype=np.int32) for k, v in data["regions"].items()}
+    mesh = np.asarray(data["triangles"], dtype=np.int32)
+    left_eye_c, right_eye_c, mouth_c = 468, 469, 470
+    ring_start = 471
+    tris, kinds = [mesh], [np.zeros(len(mesh), np.int8)]
+    for loop, centre, kind in (
+        (regions["left_eye"], left_eye_c, 1),
+        (regions["right_eye"], right_eye_c, 1),
+        (regions["lips_inner"], mouth_c, 2),
+    ):
+        fan = np.stack([loop, np.roll(loop, -1), np.full(len(loop), centre)], axis=1)
+        tris.append(fan)
+        kinds.append(np.full(len(fan), kind, np.int8))
+    oval = regions["face_oval"]
+    n = len(oval)
+    ring = ring_start + np.arange(n)
+    strip_a = np.stack([oval, np.roll(oval, -1), ring], axis=1)
+    strip_b = np.stack([np.roll(oval, -1), np.roll(ring, -1), ring], axis=1)
+    tris += [strip_a, strip_b]
+    kinds += [np.full(n, 3, np.int8), np.full(n, 3, np.int8)]
+    return Topology(
+        mesh=mesh,
+        oval=oval,
+        left_eye=regions["left_eye"],
+        right_eye=regions["right_eye"],
+        lips_inner=regions["lips_inner"],
+        lips_outer=regions["lips_outer"],
+        brows=np.concatenate([regions["left_eyebrow"], regions["right_eyebrow"]]),
+        triangles=np.concatenate(tris).astype(np.int32),
+        kind=np.concatenate(kinds),
+        ring_start=ring_start,
+    )
+
+
+def extend_points(landmarks: np.ndarray) -> np.ndarray:
+    """468 landmarks -> extended points: + eye and mouth centres + the outer ring."""
+    topo = topology()
+    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    centres = np.stack([pts[topo.left_eye].mean(0), pts[topo.right_eye].mean(0), pts[topo.lips_inner].mean(0)])
+    oval = pts[topo.oval]
+    centre = oval.mean(0)
+    ring = centre + RING_SCALE * (oval - centre)
+    return np.concatenate([pts, centres, ring])
+
+
+@dataclass(frozen=True)
+class SwapOptions:
+    shape_strength: float = 0.6  # 0: texture only; 1: the source's full proportions
+    keep_inner_mouth: bool = True
+    occlusion: bool = True
+    forehead: bool = True  # extend to the hairline
+    feather: float = 0.06  # edge softness as a fraction of face size
+    grain: bool = True
+    seed: int = 0
+
+
+@dataclass
+class PreparedSource:
+    """A persona face ready to be swapped in (computed once per persona)."""
+
+    image: np.ndarray  # RGB uint8
+    points: np.ndarray  # extended points (471 + ring, 2)
+    landmarks: np.ndarray  # (468, 2)
+    lab: np.ndarray = field(repr=False, default=None)
+
+
+def prepare_source(rgb: np.ndarray, landmarks: np.ndarray) -> PreparedSource:
+    return PreparedSource(
+        image=np.ascontiguousarray(rgb),
+        points=extend_points(landmarks),
+        landmarks=np.asarray(landmarks, dtype=np.float64)[:, :2],
+    )
+
+
+@dataclass
+class SwapResult:
+    box: tuple[int, int, int, int]  # region of the frame that changed (x0, y0, x1, y1)
+    coverage: float  # share of the face mask actually replaced (occluders excluded)
+    occluded: float  # share of the face found to be covered by something in front
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (2x3) mapping src points onto dst points."""
+    matrix, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
+    if matrix is None:
+        matrix = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float64)
+    return matrix
+
+
+def shaped_points(target: np.ndarray, source: PreparedSource, strength: float) -> np.ndarray:
+    """Target landmarks moved toward the source's proportions, keeping the target's pose and
+    expression: each feature (eyes, mouth) moves as a whole, so openness and blinks stay."""
+    topo = topology()
+    tgt = np.asarray(target, dtype=np.float64)[:, :2]
+    if strength <= 0:
+        return tgt.copy()
+    matrix = _similarity(source.landmarks, tgt)
+    aligned = source.landmarks @ matrix[:, :2].T + matrix[:, 2]
+    offset = aligned - tgt
+    for group in (topo.left_eye, topo.right_eye, np.concatenate([topo.lips_inner, topo.lips_outer])):
+        offset[group] = offset[group].mean(0)
+    face_size = np.linalg.norm(tgt[UP_VERTEX] - tgt[CHIN_VERTEX])
+    # Smooth the field a little so no single noisy landmark tears the mesh.
+    limit = 0.12 * face_size
+    lengths = np.linalg.norm(offset, axis=1, keepdims=True)
+    offset *= np.minimum(1.0, limit / np.maximum(lengths, 1e-6))
+    return tgt + strength * offset
+
+
+def _affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Per-triangle 2x3 matrices mapping dst-triangle coordinates to src-triangle coordinates."""
+    d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], axis=2)  # (T,3,3)
+    s = src[tris]  # (T,3,2)
+    det = np.linalg.det(d)
+    good = np.abs(det) > 1e-6
+    sol = np.zeros((len(tris), 3, 2))
+    sol[good] = np.linalg.solve(d[good], s[good])
+    if (~good).any():
+        sol[~good] = np.linalg.pinv(d[~good]) @ s[~good]
+    return np.transpose(sol, (0, 2, 1))  # (T,2,3)
+
+
+def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    a, b, c = points[tris[:, 0]], points[tris[:, 1]], points[tris[:, 2]]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+
+
+def _rasterise(points: np.ndarray, tris: np.ndarray, order: np.ndarray, origin: np.ndarray, shape) -> np.ndarray:
+    """Triangle id (+1) per pixel of the box; later triangles in ``order`` win overlaps."""
+    ids = np.zeros(shape, dtype=np.int32)
+    local = np.round((points - origin) * 16).astype(np.int32)
+    for t in order:
+        cv2.fillConvexPoly(ids, local[tris[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
+    return ids
+
+
+def _skin_model(ycrcb: np.ndarray, sample: np.ndarray):
+    values = ycrcb[sample].astype(np.float32)
+    if len(values) < 50:
+        return None
+    median = np.median(values, axis=0)
+    mad = np.median(np.abs(values - median), axis=0) * 1.4826 + np.array([6.0, 2.5, 2.5])
+    return median, mad
+
+
+def _skin_distance(ycrcb: np.ndarray, model) -> np.ndarray:
+    median, mad = model
+    z = (ycrcb.astype(np.float32) - median) / mad
+    # Luma varies with shading, so it counts for less than chroma.
+    return np.sqrt((0.35 * z[..., 0]) ** 2 + z[..., 1] ** 2 + z[..., 2] ** 2)
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur whose cost does not grow with sigma: large blurs run on a smaller copy."""
+    factor = int(sigma // 3)
+    if factor < 2:
+        return cv2.GaussianBlur(image, (0, 0), sigma)
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / factor)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _grow(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Dilation by a disc of ``radius`` pixels, in time independent of the radius."""
+    if radius < 1:
+        return mask.astype(bool)
+    return cv2.distanceTransform((~mask.astype(bool)).astype(np.uint8), cv2.DIST_L2, 3) <= radius
+
+
+def _shrink(mask: np.ndarray, radius: float) -> np.ndarray:
+    if radius < 1:
+        return mask.astype(bool)
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3) > radius
+
+
+def _lab_stats(lab: np.ndarray, mask: np.ndarray):
+    values = lab[mask]
+    return values.mean(0), values.std(0) + 1e-3
+
+
+def swap_face(
+    frame: np.ndarray,
+    target_landmarks: np.ndarray,
+    source: PreparedSource,
+    options: SwapOptions = SwapOptions(),
+) -> SwapResult:
+    """Swaps ``source`` onto the face at ``target_landmarks``; ``frame`` (RGB uint8) is edited in place."""
+    topo = topology()
+    height, width = frame.shape[:2]
+    tgt = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
+    moved = shaped_points(tgt, source, options.shape_strength)
+    p_target = extend_points(tgt)  # where target pixels come from
+    p_dest = extend_points(moved)  # the output geometry
+    p_dest[topo.ring_start:] = p_target[topo.ring_start:]  # ring edge fixed: continuity with the frame
+
+    x0, y0 = np.floor(p_dest.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(p_dest.max(0)).astype(int) + 3
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return SwapResult((x0, y0, x1, y1), 0.0, 0.0)
+    origin = np.array([x0, y0], dtype=np.float64)
+    box_h, box_w = y1 - y0, x1 - x0
+
+    tris = topo.triangles
+    areas = _signed_areas(p_dest, tris[topo.kind == 0])
+    facing = np.sign(np.sum(areas)) or 1.0
+    mesh_area = np.abs(areas)
+    back = (np.sign(areas) != facing) & (mesh_area > 0.5 * np.median(mesh_area))
+    # Paint order: ring, holes, back-facing mesh, then front-facing mesh on top.
+    mesh_idx = np.flatnonzero(topo.kind == 0)
+    order = np.concatenate([
+        np.flatnonzero(topo.kind == 3), np.flatnonzero((topo.kind == 1) | (topo.kind == 2)),
+        mesh_idx[back], mesh_idx[~back],
+    ])
+    ids = _rasterise(p_dest, tris, order, origin, (box_h, box_w)) - 1
+    inside = ids >= 0
+    ys, xs = np.nonzero(inside)
+    tri_of = ids[ys, xs]
+    homog = np.stack([xs + x0, ys + y0, np.ones_like(xs)], axis=1).astype(np.float64)
+
+    to_target = _affines(p_dest, p_target, tris)
+    to_source = _affines(p_dest, source.points, tris)
+    tmap = np.einsum("nij,nj->ni", to_target[tri_of], homog).astype(np.float32)
+    smap = np.einsum("nij,nj->ni", to_source[tri_of], homog).astype(np.float32)
+
+    grid_x = np.tile(np.arange(x0, x1, dtype=np.float32), (box_h, 1))
+    grid_y = np.tile(np.arange(y0, y1, dtype=np.float32)[:, None], (1, box_w))
+    grid_x[ys, xs] = tmap[:, 0]
+    grid_y[ys, xs] = tmap[:, 1]
+    # Target, liquified into the new proportions (identity outside the extended mesh).
+    warped_target = cv2.remap(frame, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    src_x = np.full((box_h, box_w), -1, np.float32)
+    src_y = np.full((box_h, box_w), -1, np.float32)
+    src_x[ys, xs] = smap[:, 0]
+    src_y[ys, xs] = smap[:, 1]
+    warped_source = cv2.remap(source.image, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    kind = np.full((box_h, box_w), -1, np.int8)
+    kind[ys, xs] = topo.kind[tri_of]
+    face_size = float(np.linalg.norm(p_dest[UP_VERTEX] - p_dest[CHIN_VERTEX]))
+
+    # --- masks ----------------------------------------------------------------------------
+    face = (kind == 0) | (kind == 1)
+    if not options.keep_inner_mouth:
+        face |= kind == 2
+    hidden = np.zeros((box_h, box_w), bool)
+    if back.any():
+        hidden[ys, xs] = np.isin(tri_of, mesh_idx[back])
+    face &= ~hidden
+
+    local = (p_dest - origin).astype(np.float32)
+    features = np.zeros((box_h, box_w), np.uint8)
+    for loop in (topo.left_eye, topo.right_eye, topo.lips_outer):
+        cv2.fillPoly(features, [np.round(local[loop]).astype(np.int32)], 1)
+    brow_pts = np.round(local[topo.brows]).astype(np.int32)
+    if len(brow_pts) >= 3:
+        for half in (brow_pts[: len(brow_pts) // 2], brow_pts[len(brow_pts) // 2:]):
+            cv2.fillConvexPoly(features, cv2.convexHull(half), 1)
+    grow = max(1.5, 0.015 * face_size)
+    features = _grow(features, grow)
+
+    ycrcb = cv2.cvtColor(warped_target, cv2.COLOR_RGB2YCrCb)
+    # Skin is learnt from the upper face (forehead, temples, around the eyes), which masks,
+    # hands and microphones rarely cover; the lower face must then agree with it.
+    up = p_dest[UP_VERTEX] - p_dest[CHIN_VERTEX]
+    up /= np.linalg.norm(up) + 1e-9
+    nose = p_dest[NOSE_TIP]
+    gx = np.arange(x0, x1, dtype=np.float32)[None, :] - nose[0]
+    gy = np.arange(y0, y1, dtype=np.float32)[:, None] - nose[1]
+    height_above_nose = (gx * up[0] + gy * up[1]) / max(face_size, 1.0)
+    skin_sample = face & ~features & (height_above_nose > 0.12)
+    if skin_sample.sum() < 200:
+        skin_sample = face & ~features
+    model = _skin_model(ycrcb, skin_sample)
+    occluded_share = 0.0
+    skin = np.ones((box_h, box_w), bool)
+    if options.occlusion and model is not None:
+        distance = _skin_distance(ycrcb, model)
+        skin = distance < 3.2
+        radius = max(1.0, 0.01 * face_size)
+        nonskin = _grow(_shrink(~skin & face & ~features, radius), radius)  # opening: no specks
+        # A feature (eye, brow, mouth) counts as covered when most of the skin around it is covered.
+        band = _grow(features, 3 * grow) & ~features & face
+        covered_features = np.zeros_like(features)
+        n_feat, feat_labels = cv2.connectedComponents(features.astype(np.uint8))
+        for label in range(1, n_feat):
+            region = feat_labels == label
+            ring = _grow(region, 3 * grow) & band
+            if ring.sum() > 20 and nonskin[ring].mean() > 0.5:
+                covered_features |= region
+        occluder = nonskin | (covered_features & face)
+        occluder = _shrink(_grow(occluder, radius), radius)  # closing: whole occluders
+        occluded_share = float(occluder[face].mean()) if face.any() else 0.0
+        face &= ~occluder
+
+    alpha = face.astype(np.float32)
+    if options.forehead:
+        centre = p_dest[topo.oval].mean(0)
+        rel_x = (np.arange(x0, x1, dtype=np.float32)[None, :] - centre[0])
+        rel_y = (np.arange(y0, y1, dtype=np.float32)[:, None] - centre[1])
+        norm = np.sqrt(rel_x**2 + rel_y**2) + 1e-6
+        upness = (rel_x * up[0] + rel_y * up[1]) / norm
+        weight = np.clip((upness - 0.55) / 0.3, 0.0, 1.0)
+        ring_skin = (kind == 3) & skin if model is not None else (kind == 3)
+        forehead = (weight * ring_skin).astype(np.float32)
+        # only the part of the ring connected to the face (no islands of skin-coloured wall)
+        n_lab, labels = cv2.connectedComponents(((forehead > 0.2) | face).astype(np.uint8))
+        if n_lab > 1 and face.any():
+            keep_labels = np.unique(labels[face])
+            forehead *= np.isin(labels, keep_labels[keep_labels > 0])
+        alpha = np.maximum(alpha, forehead)
+
+    coverage = float(face.sum() / max(1, ((kind == 0) | (kind == 1)).sum()))
+    if alpha.max() <= 0:
+        frame[y0:y1, x0:x1] = warped_target
+        return SwapResult((x0, y0, x1, y1), 0.0, occluded_share)
+
+    # --- colour, light and grain ----------------------------------------------------------
+    target_lab = cv2.cvtColor(warped_target, cv2.COLOR_RGB2LAB).astype(np.float32)
+    source_lab = cv2.cvtColor(warped_source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    stats_mask = (alpha > 0.5) & ~features
+    if stats_mask.sum() < 50:
+        stats_mask = alpha > 0.5
+    t_mean, t_std = _lab_stats(target_lab, stats_mask)
+    s_mean, s_std = _lab_stats(source_lab, stats_mask)
+    gain = np.clip(t_std / s_std, 0.5, 2.0)
+    gain[0] = np.clip(gain[0], 0.7, 1.4)
+    adjusted = (source_lab - s_mean) * gain + t_mean
+    # Low-frequency lighting: the target's shading replaces the source's.
+    sigma = max(2.0, face_size / 10)
+    weight_map = _blur(stats_mask.astype(np.float32), sigma) + 1e-4
+    t_low = _blur(target_lab[..., 0] * stats_mask, sigma) / weight_map
+    a_low = _blur(adjusted[..., 0] * stats_mask, sigma) / weight_map
+    adjusted[..., 0] += np.clip(t_low - a_low, -40, 40)
+    adjusted = np.clip(adjusted, 0, 255).astype(np.uint8)
+    result = cv2.cvtColor(adjusted, cv2.COLOR_LAB2RGB).astype(np.float32)
+    if options.grain:
+        t_gray = cv2.cvtColor(warped_target, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        r_gray = cv2.cvtColor(result.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        t_hf = (t_gray - cv2.GaussianBlur(t_gray, (0, 0), 1.2))[stats_mask].std()
+        r_hf = (r_gray - cv2.GaussianBlur(r_gray, (0, 0), 1.2))[stats_mask].std()
+        if r_hf > t_hf * 1.25:  # the source is sharper: soften it to the photo's focus
+            result = cv2.GaussianBlur(result, (0, 0), min(2.0, 0.6 * np.sqrt(max(r_hf**2 - t_hf**2, 0.0)) / max(t_hf, 0.5)))
+        elif t_hf > r_hf * 1.1:  # the photo is grainier: add matching grain
+            rng = np.random.default_rng(options.seed)
+            noise = rng.normal(0.0, np.sqrt(t_hf**2 - r_hf**2), size=result.shape[:2]).astype(np.float32)
+            result += noise[..., None]
+
+    # --- feathered blend ------------------------------------------------------------------
+    soft = max(1.0, options.feather * face_size)
+    core = _shrink(alpha > 0.5, soft * 0.8).astype(np.float32)
+    alpha = np.minimum(alpha, np.maximum(core, alpha * (alpha < 0.5)))  # soft forehead weights stay
+    alpha = _blur(alpha, soft * 0.5)
+    alpha = np.clip(alpha, 0.0, 1.0)[..., None]
+    blended = warped_target.astype(np.float32) * (1 - alpha) + result * alpha
+    frame[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return SwapResult((x0, y0, x1, y1), coverage, occluded_share)

@@ -1,0 +1,123 @@
+"""The classical mesh swap on synthetic faces (no models, no corpus needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.swap.classical import SwapOptions, prepare_source, swap_face, topology
+
+LAYOUT = np.asarray(json.loads((Path(__file__).parent / "data/frontal_layout.json").read_text())["points"])
+SKIN = (205, 160, 130)
+
+
+def face_landmarks(centre, height, *, mouth_open=0.0):
+    points = LAYOUT * height + np.asarray(centre, dtype=float)
+    if mouth_open:
+        inner = topology().lips_inner
+        mid = points[inner].mean(0)
+        points[inner] = mid + (points[inner] - mid) * np.array([1.0, 1.0 + mouth_open * 8])
+    return points
+
+
+def draw_face(size, landmarks, colour, *, pattern=False, seed=0):
+    rng = np.random.default_rng(seed)
+    image = np.full((size[1], size[0], 3), (90, 110, 140), np.uint8)
+    hull = cv2.convexHull(np.round(landmarks[topology().oval]).astype(np.int32))
+    cv2.fillConvexPoly(image, hull, colour)
+    if pattern:  # texture that identifies the source
+        for y in range(0, size[1], 14):
+            cv2.line(image, (0, y), (size[0], y), (colour[0] - 50, colour[1] - 50, colour[2] - 50), 4)
+    for loop in (topology().left_eye, topology().right_eye):
+        cv2.fillConvexPoly(image, cv2.convexHull(np.round(landmarks[loop]).astype(np.int32)), (40, 30, 30))
+    image = np.clip(image.astype(np.int16) + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    return image
+
+
+@pytest.fixture
+def source():
+    lm = face_landmarks((256, 270), 300)
+    return prepare_source(draw_face((512, 512), lm, (180, 150, 120), pattern=True, seed=1), lm)
+
+
+def test_swap_changes_the_face_and_nothing_far_from_it(source):
+    lm = face_landmarks((300, 260), 220)
+    target = draw_face((640, 480), lm, SKIN)
+    frame = target.copy()
+    result = swap_face(frame, lm, source)
+    x0, y0, x1, y1 = result.box
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(frame[outside], target[outside])
+    cheek = (slice(250, 290), slice(240, 280))
+    assert np.abs(frame[cheek].astype(int) - target[cheek].astype(int)).mean() > 4  # the stripes arrived
+    # colour is matched to the target's skin, not the source's
+    assert np.abs(frame[cheek].reshape(-1, 3).mean(0) - np.array(SKIN)).max() < 25
+    assert result.coverage > 0.9
+
+
+def test_face_cut_by_the_frame_edge(source):
+    lm = face_landmarks((20, 200), 240)  # left half of the face outside the frame
+    target = draw_face((400, 400), lm, SKIN)
+    frame = target.copy()
+    result = swap_face(frame, lm, source)
+    assert result.box[0] == 0 and frame.shape == target.shape
+    assert np.isfinite(frame).all()
+
+
+def test_tiny_or_invisible_face_is_left_alone(source):
+    frame = np.zeros((100, 100, 3), np.uint8)
+    result = swap_face(frame, face_landmarks((-500, -500), 50), source)
+    assert result.coverage == 0.0 and not frame.any()
+
+
+def test_open_mouth_keeps_the_targets_inner_mouth(source):
+    lm = face_landmarks((300, 260), 240, mouth_open=0.6)
+    target = draw_face((640, 480), lm, SKIN)
+    inner = np.zeros(target.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [np.round(lm[topology().lips_inner]).astype(np.int32)], 1)
+    inner = cv2.erode(inner, np.ones((7, 7), np.uint8)).astype(bool)
+    cv2.fillPoly(target, [np.round(lm[topology().lips_inner]).astype(np.int32)], (30, 10, 10))  # dark mouth
+    frame = target.copy()
+    swap_face(frame, lm, source, SwapOptions(shape_strength=0.0))
+    assert inner.sum() > 100
+    assert np.abs(frame[inner].astype(int) - target[inner].astype(int)).mean() < 3
+
+
+def test_something_in_front_of_the_face_stays_in_front(source):
+    lm = face_landmarks((300, 240), 260)
+    target = draw_face((640, 480), lm, SKIN)
+    mask_box = (slice(260, 330), slice(230, 370))  # a blue "surgical mask" over the lower face
+    target[mask_box] = (70, 120, 210)
+    frame = target.copy()
+    result = swap_face(frame, lm, source)
+    inner = (slice(270, 320), slice(245, 355))
+    assert np.abs(frame[inner].astype(int) - target[inner].astype(int)).mean() < 4
+    assert result.occluded > 0.05
+    cheek = (slice(200, 230), slice(250, 290))
+    assert np.abs(frame[cheek].astype(int) - target[cheek].astype(int)).mean() > 3
+
+
+def test_shape_transfer_moves_the_jaw_line(source):
+    narrow = face_landmarks((300, 240), 240) * np.array([0.8, 1.0]) + np.array([60, 0])
+    wide_source = prepare_source(source.image, source.landmarks)
+    target = draw_face((640, 480), narrow, SKIN)
+    texture_only, shaped = target.copy(), target.copy()
+    swap_face(texture_only, narrow, wide_source, SwapOptions(shape_strength=0.0))
+    swap_face(shaped, narrow, wide_source, SwapOptions(shape_strength=1.0))
+    assert np.abs(texture_only.astype(int) - shaped.astype(int)).mean() > 0.5
+
+
+def test_topology_is_a_consistent_manifold():
+    topo = topology()
+    assert topo.mesh.shape == (852, 3)
+    edges = {}
+    for tri in topo.mesh:
+        for a, b in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0])):
+            edges[(a, b)] = edges.get((a, b), 0) + 1
+    assert max(edges.values()) == 1  # consistent winding: no directed edge used twice
+    assert len(topo.oval) == 36 and len(topo.lips_inner) == 20
