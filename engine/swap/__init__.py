@@ -1,0 +1,1 @@
+"""Face swapping: the classical mesh backend (embedded default) and the backend interface."""
