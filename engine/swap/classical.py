@@ -28,6 +28,7 @@ import numpy as np
 
 TOPOLOGY_FILE = Path(__file__).with_name("face_topology.json")
 RING_SCALE = 1.6
+MAX_WORK_FACE = 300.0  # face height (px) at which masks, colour and texture are computed
 UP_VERTEX, CHIN_VERTEX, NOSE_TIP = 10, 152, 1
 
 
@@ -236,22 +237,37 @@ def swap_face(
     source: PreparedSource,
     options: SwapOptions = SwapOptions(),
 ) -> SwapResult:
-    """Swaps ``source`` onto the face at ``target_landmarks``; ``frame`` (RGB uint8) is edited in place."""
+    """Swaps ``source`` onto the face at ``target_landmarks``; ``frame`` (RGB uint8) is edited in place.
+
+    Masks, colour and texture are computed at a working scale that caps the face at
+    ``MAX_WORK_FACE`` pixels (the persona texture has no more detail than that); the liquify
+    warp and the final blend run at full resolution, so hair and background stay sharp."""
     topo = topology()
     height, width = frame.shape[:2]
     tgt = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
     moved = shaped_points(tgt, source, options.shape_strength)
-    p_target = extend_points(tgt)  # where target pixels come from
-    p_dest = extend_points(moved)  # the output geometry
-    p_dest[topo.ring_start:] = p_target[topo.ring_start:]  # ring edge fixed: continuity with the frame
+    full_target = extend_points(tgt)  # where target pixels come from
+    full_dest = extend_points(moved)  # the output geometry
+    full_dest[topo.ring_start:] = full_target[topo.ring_start:]  # ring edge fixed: continuity with the frame
 
-    x0, y0 = np.floor(p_dest.min(0)).astype(int) - 2
-    x1, y1 = np.ceil(p_dest.max(0)).astype(int) + 3
+    both = np.concatenate([full_dest, full_target])
+    x0, y0 = np.floor(both.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(both.max(0)).astype(int) + 3
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return SwapResult((x0, y0, x1, y1), 0.0, 0.0)
+    crop = frame[y0:y1, x0:x1]
+    full_size = float(np.linalg.norm(full_dest[UP_VERTEX] - full_dest[CHIN_VERTEX]))
+    scale = min(1.0, MAX_WORK_FACE / max(full_size, 1.0))
     origin = np.array([x0, y0], dtype=np.float64)
-    box_h, box_w = y1 - y0, x1 - x0
+    if scale < 1.0:
+        work = cv2.resize(crop, (max(4, round((x1 - x0) * scale)), max(4, round((y1 - y0) * scale))), interpolation=cv2.INTER_AREA)
+    else:
+        work = crop
+    p_target = (full_target - origin + 0.5) * scale - 0.5
+    p_dest = (full_dest - origin + 0.5) * scale - 0.5
+    box_h, box_w = work.shape[:2]
+    local_origin = np.zeros(2)
 
     tris = topo.triangles
     areas = _signed_areas(p_dest, tris[topo.kind == 0])
@@ -264,23 +280,23 @@ def swap_face(
         np.flatnonzero(topo.kind == 3), np.flatnonzero((topo.kind == 1) | (topo.kind == 2)),
         mesh_idx[back], mesh_idx[~back],
     ])
-    ids = _rasterise(p_dest, tris, order, origin, (box_h, box_w)) - 1
+    ids = _rasterise(p_dest, tris, order, local_origin, (box_h, box_w)) - 1
     inside = ids >= 0
     ys, xs = np.nonzero(inside)
     tri_of = ids[ys, xs]
-    homog = np.stack([xs + x0, ys + y0, np.ones_like(xs)], axis=1).astype(np.float64)
+    homog = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
 
     to_target = _affines(p_dest, p_target, tris)
     to_source = _affines(p_dest, source.points, tris)
     tmap = np.einsum("nij,nj->ni", to_target[tri_of], homog).astype(np.float32)
     smap = np.einsum("nij,nj->ni", to_source[tri_of], homog).astype(np.float32)
 
-    grid_x = np.tile(np.arange(x0, x1, dtype=np.float32), (box_h, 1))
-    grid_y = np.tile(np.arange(y0, y1, dtype=np.float32)[:, None], (1, box_w))
+    grid_x = np.tile(np.arange(box_w, dtype=np.float32), (box_h, 1))
+    grid_y = np.tile(np.arange(box_h, dtype=np.float32)[:, None], (1, box_w))
     grid_x[ys, xs] = tmap[:, 0]
     grid_y[ys, xs] = tmap[:, 1]
     # Target, liquified into the new proportions (identity outside the extended mesh).
-    warped_target = cv2.remap(frame, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    warped_target = cv2.remap(work, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     src_x = np.full((box_h, box_w), -1, np.float32)
     src_y = np.full((box_h, box_w), -1, np.float32)
     src_x[ys, xs] = smap[:, 0]
@@ -300,7 +316,7 @@ def swap_face(
         hidden[ys, xs] = np.isin(tri_of, mesh_idx[back])
     face &= ~hidden
 
-    local = (p_dest - origin).astype(np.float32)
+    local = p_dest.astype(np.float32)
     features = np.zeros((box_h, box_w), np.uint8)
     for loop in (topo.left_eye, topo.right_eye, topo.lips_outer):
         cv2.fillPoly(features, [np.round(local[loop]).astype(np.int32)], 1)
@@ -317,8 +333,8 @@ def swap_face(
     up = p_dest[UP_VERTEX] - p_dest[CHIN_VERTEX]
     up /= np.linalg.norm(up) + 1e-9
     nose = p_dest[NOSE_TIP]
-    gx = np.arange(x0, x1, dtype=np.float32)[None, :] - nose[0]
-    gy = np.arange(y0, y1, dtype=np.float32)[:, None] - nose[1]
+    gx = np.arange(box_w, dtype=np.float32)[None, :] - nose[0]
+    gy = np.arange(box_h, dtype=np.float32)[:, None] - nose[1]
     height_above_nose = (gx * up[0] + gy * up[1]) / max(face_size, 1.0)
     skin_sample = face & ~features & (height_above_nose > 0.12)
     if skin_sample.sum() < 200:
@@ -348,8 +364,8 @@ def swap_face(
     alpha = face.astype(np.float32)
     if options.forehead:
         centre = p_dest[topo.oval].mean(0)
-        rel_x = (np.arange(x0, x1, dtype=np.float32)[None, :] - centre[0])
-        rel_y = (np.arange(y0, y1, dtype=np.float32)[:, None] - centre[1])
+        rel_x = (np.arange(box_w, dtype=np.float32)[None, :] - centre[0])
+        rel_y = (np.arange(box_h, dtype=np.float32)[:, None] - centre[1])
         norm = np.sqrt(rel_x**2 + rel_y**2) + 1e-6
         upness = (rel_x * up[0] + rel_y * up[1]) / norm
         weight = np.clip((upness - 0.55) / 0.3, 0.0, 1.0)
@@ -364,7 +380,7 @@ def swap_face(
 
     coverage = float(face.sum() / max(1, ((kind == 0) | (kind == 1)).sum()))
     if alpha.max() <= 0:
-        frame[y0:y1, x0:x1] = warped_target
+        frame[y0:y1, x0:x1] = _full_resolution_target(crop, grid_x, grid_y, scale)
         return SwapResult((x0, y0, x1, y1), 0.0, occluded_share)
 
     # --- colour, light and grain ----------------------------------------------------------
@@ -403,7 +419,23 @@ def swap_face(
     core = _shrink(alpha > 0.5, soft * 0.8).astype(np.float32)
     alpha = np.minimum(alpha, np.maximum(core, alpha * (alpha < 0.5)))  # soft forehead weights stay
     alpha = _blur(alpha, soft * 0.5)
-    alpha = np.clip(alpha, 0.0, 1.0)[..., None]
-    blended = warped_target.astype(np.float32) * (1 - alpha) + result * alpha
+    alpha = np.clip(alpha, 0.0, 1.0)
+    base = _full_resolution_target(crop, grid_x, grid_y, scale)
+    if scale < 1.0:
+        size = (crop.shape[1], crop.shape[0])
+        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR)
+        result = cv2.resize(result, size, interpolation=cv2.INTER_CUBIC)
+    alpha = alpha[..., None]
+    blended = base.astype(np.float32) * (1 - alpha) + result * alpha
     frame[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return SwapResult((x0, y0, x1, y1), coverage, occluded_share)
+
+
+def _full_resolution_target(crop: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, scale: float) -> np.ndarray:
+    """The liquified target at the crop's own resolution (grids come from the working scale)."""
+    if scale >= 1.0:
+        return cv2.remap(crop, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    size = (crop.shape[1], crop.shape[0])
+    full_x = (cv2.resize(grid_x, size, interpolation=cv2.INTER_LINEAR) + 0.5) / scale - 0.5
+    full_y = (cv2.resize(grid_y, size, interpolation=cv2.INTER_LINEAR) + 0.5) / scale - 0.5
+    return cv2.remap(crop, full_x, full_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
