@@ -1,0 +1,122 @@
+"""The image swap pipeline with the real embedded models: generated personas onto generated
+targets (fresh clone) and onto real photos (corpus)."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.errors import NoFaceFound
+
+
+@pytest.fixture(scope="module")
+def models():
+    from engine.errors import ModelMissing
+    from engine.models import MANIFEST, model_path
+
+    try:
+        for entry in MANIFEST:
+            model_path(entry.name)
+    except ModelMissing as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} (CI is set: the test command fetches models first)")
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="module")
+def analyzer(models):
+    from engine.faces import FaceAnalyzer
+
+    return FaceAnalyzer.default()
+
+
+@pytest.fixture(scope="module")
+def personas(analyzer):
+    from engine.generate.stylegan import generate_face
+    from engine.swap.pipeline import prepare_persona
+
+    return [prepare_persona(generate_face(seed), analyzer) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def generated_target(models):
+    from engine.generate.stylegan import generate_face
+
+    return cv2.resize(generate_face(11), (640, 640), interpolation=cv2.INTER_AREA)
+
+
+def test_generator_is_deterministic(models):
+    from engine.generate.stylegan import generate_face
+
+    first = generate_face(5)
+    assert first.shape == (1024, 1024, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, generate_face(5))
+    assert not np.array_equal(first, generate_face(6))
+
+
+def test_swap_protects_the_target_and_reports_it(analyzer, personas, generated_target):
+    from engine.swap.pipeline import swap_image
+
+    out, reports = swap_image(generated_target, personas[0], analyzer=analyzer)
+    (report,) = reports
+    assert report.action == "swapped"
+    assert report.distance_to_original >= 0.6 and report.protected is True
+    assert report.distance_to_persona < report.distance_to_original
+    assert np.abs(out.astype(int) - generated_target.astype(int)).mean() > 2
+    # expression is kept: mouth and eye openness of the output follow the input
+    assert abs(report.mouth_open[1] - report.mouth_open[0]) < 0.15
+    assert abs(report.eye_open[1] - report.eye_open[0]) < 0.15
+
+
+def test_a_photo_without_a_face_is_refused(analyzer, personas):
+    from engine.swap.pipeline import swap_image
+
+    with pytest.raises(NoFaceFound, match="No face was found in this photo"):
+        swap_image(np.full((300, 400, 3), 120, np.uint8), personas[0], analyzer=analyzer)
+
+
+def test_bystanders_are_blurred_or_replaced(analyzer, personas, generated_target):
+    from engine.swap.pipeline import ImageSwapOptions, swap_image
+
+    second = cv2.flip(generated_target, 1)
+    group = np.concatenate([generated_target, second], axis=1)
+    out, reports = swap_image(group, personas[0], ImageSwapOptions(faces="index:0", bystanders="blur"), analyzer=analyzer)
+    assert reports[0].action == "swapped" and {r.action for r in reports[1:]} == {"blurred"}
+    right = (slice(200, 500), slice(840, 1080))
+    sharp = cv2.Laplacian(cv2.cvtColor(group[right], cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+    blurred = cv2.Laplacian(cv2.cvtColor(out[right], cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+    assert blurred < sharp / 4
+    _, replaced = swap_image(group, personas[0], ImageSwapOptions(faces="index:0", bystanders="replace"), analyzer=analyzer, bystander_persona=personas[1])
+    mirrored = max(replaced[1:], key=lambda r: (r.box[2] - r.box[0]) * (r.box[3] - r.box[1]))
+    assert replaced[0].action == "swapped" and mirrored.action == "replaced"
+    assert mirrored.distance_to_original > 0.5
+
+
+def test_personas_are_ranked_by_distance_to_the_target(analyzer, personas, generated_target):
+    from engine.swap.pipeline import rank_personas
+
+    face = analyzer.analyze(generated_target)[0]
+    target = analyzer.embed(generated_target, face)
+    ranked = rank_personas(target, personas)
+    assert ranked[0][0] >= ranked[1][0]
+
+
+def test_reference_selection_swaps_only_the_chosen_person(analyzer, personas, corpus):
+    from engine.swap.pipeline import ImageSwapOptions, swap_image
+
+    def load(name):
+        return cv2.cvtColor(cv2.imread(str(corpus / "faces" / name)), cv2.COLOR_BGR2RGB)
+
+    reference_image = load("face_obama_frontal.jpg")
+    reference = analyzer.embed(reference_image, analyzer.analyze(reference_image)[0])
+    group = load("group_obama_biden_2faces.jpg")
+    out, reports = swap_image(group, personas[0], ImageSwapOptions(faces="reference", reference_embedding=reference), analyzer=analyzer)
+    actions = {r.index: r.action for r in reports}
+    assert sorted(actions.values()) == ["kept", "swapped"]
+    swapped = next(r for r in reports if r.action == "swapped")
+    assert swapped.protected and swapped.distance_to_original >= 0.6
+    kept = next(r for r in reports if r.action == "kept")
+    x0, y0, x1, y1 = (int(v) for v in kept.box)
+    assert np.array_equal(out[y0:y1, x0:x1], group[y0:y1, x0:x1])
