@@ -184,3 +184,78 @@ def _register_models(subparsers) -> None:
     check = sub.add_parser("verify", help="hash every model file (exit 1 if missing/corrupt)")
     selection(check)
     check.set_defaults(func=_models_verify)
+
+
+@command
+def _register_swap(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "swap",
+        help="swap a generated persona onto a photo or video",
+        description="Put the face in --source (a face SafeFace generated) onto the chosen faces of --target.",
+    )
+    parser.add_argument("--source", required=True, help="persona image (PNG/JPEG/WebP), or seed:N to generate one")
+    parser.add_argument("--target", required=True, help="photo (JPEG/PNG/WebP) or video (MP4/MOV/WebM/GIF)")
+    parser.add_argument("--out", required=True, help="output file (.jpg/.png/.webp for photos, .mp4 for videos)")
+    parser.add_argument("--faces", default="all", help="all | largest | index:N | reference:IMAGE | except-reference:IMAGE")
+    parser.add_argument("--bystanders", default="keep", choices=("keep", "blur", "replace"))
+    parser.add_argument("--bystander-seed", type=int, default=7, help="persona seed for --bystanders replace")
+    parser.add_argument("--audio", default="keep", help="videos: keep | drop | path to a replacement track")
+    parser.add_argument("--json", action="store_true", help="print the per-face report as JSON")
+    parser.set_defaults(func=_swap)
+
+
+def _persona_from(spec: str, analyzer):
+    from engine.generate.stylegan import generate_face
+    from engine.media.image import load_image
+    from engine.swap.pipeline import prepare_persona
+
+    if spec.startswith("seed:"):
+        return prepare_persona(generate_face(int(spec[5:])), analyzer)
+    return prepare_persona(load_image(spec).pixels, analyzer)
+
+
+def _swap(args) -> int:
+    import json
+    from pathlib import Path
+
+    from engine.faces import FaceAnalyzer
+    from engine.media.image import load_image, save_image, sniff_image_format
+    from engine.swap.pipeline import ImageSwapOptions, swap_image
+    from engine.swap.video import VideoSwapOptions, swap_video
+
+    analyzer = FaceAnalyzer.default()
+    persona = _persona_from(args.source, analyzer)
+    mode, reference = args.faces, None
+    if ":" in mode and mode.split(":", 1)[0] in ("reference", "except-reference"):
+        mode, ref_path = mode.split(":", 1)
+        ref = load_image(ref_path).pixels
+        ref_faces = analyzer.analyze(ref)
+        if not ref_faces:
+            from engine.errors import NoFaceFound
+
+            raise NoFaceFound(f"No face was found in the reference image {ref_path}.")
+        reference = analyzer.embed(ref, max(ref_faces, key=lambda f: f.area))
+    options = ImageSwapOptions(faces=mode, reference_embedding=reference, bystanders=args.bystanders)
+    bystander = _persona_from(f"seed:{args.bystander_seed}", analyzer) if args.bystanders == "replace" else None
+    with open(args.target, "rb") as handle:
+        head = handle.read(64)
+    if sniff_image_format(head) in ("jpeg", "png", "webp"):
+        image = load_image(args.target).pixels
+        out, reports = swap_image(image, persona, options, analyzer=analyzer, bystander_persona=bystander)
+        save_image(out, args.out)
+        summary = [r.as_dict() for r in reports]
+    else:
+        report = swap_video(
+            args.target, args.out, persona, VideoSwapOptions(image=options, audio=args.audio),
+            analyzer=analyzer, bystander_persona=bystander,
+            progress=lambda done, total: print(f"\r{done}/{total} frames", end="", file=sys.stderr) or True,
+        )
+        print(file=sys.stderr)
+        summary = {"frames": report.frames, "fps": round(report.fps, 1), "tracks": report.tracks}
+    if args.json:
+        print(json.dumps(summary, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v), indent=2))
+    else:
+        faces = summary if isinstance(summary, list) else summary["tracks"]
+        unprotected = [f for f in faces if f.get("protected") is False]
+        print(f"wrote {Path(args.out)}: {len(faces)} face(s)" + (f", {len(unprotected)} NOT protected" if unprotected else ""))
+    return 0

@@ -120,3 +120,78 @@ def test_reference_selection_swaps_only_the_chosen_person(analyzer, personas, co
     kept = next(r for r in reports if r.action == "kept")
     x0, y0, x1, y1 = (int(v) for v in kept.box)
     assert np.array_equal(out[y0:y1, x0:x1], group[y0:y1, x0:x1])
+
+
+def test_video_swap_keeps_frames_fps_and_audio(analyzer, personas, tmp_path):
+    import av
+
+    from engine.media.video import probe_video
+    from engine.swap.video import swap_video
+
+    from engine.generate.stylegan import generate_face
+
+    face = cv2.resize(generate_face(11), (320, 320), interpolation=cv2.INTER_AREA)
+    src = tmp_path / "in.mp4"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=24)
+        video.width = video.height = 320
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=44100)
+        for i in range(24):
+            shifted = np.roll(face, i, axis=1)
+            for packet in video.encode(av.VideoFrame.from_ndarray(shifted, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        samples = (0.2 * np.sin(np.arange(44100) * 2 * np.pi * 440 / 44100)).astype(np.float32)[None, :]
+        for start in range(0, 44100, 1024):
+            frame = av.AudioFrame.from_ndarray(samples[:, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    dst = tmp_path / "out.mp4"
+    report = swap_video(src, dst, personas[0], analyzer=analyzer)
+    before, after = probe_video(src), probe_video(dst)
+    assert (after.frame_count, after.fps, after.has_audio) == (before.frame_count, before.fps, True)
+    assert abs(after.duration - before.duration) < 0.05
+    assert report.frames == 24 and report.tracks and report.tracks[0]["frames"] == 24
+
+
+def test_video_without_faces_leaves_no_output(analyzer, personas, tmp_path):
+    import av
+
+    from engine.swap.video import swap_video
+
+    src = tmp_path / "grey.mp4"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width = video.height = 128
+        video.pix_fmt = "yuv420p"
+        for _ in range(5):
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.full((128, 128, 3), 128, np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(NoFaceFound, match="No face was found anywhere in this video"):
+        swap_video(src, dst, personas[0], analyzer=analyzer)
+    assert not dst.exists()
+
+
+def test_cli_swaps_a_photo_and_explains_errors(models, tmp_path, capsys):
+    from engine.cli import main
+    from engine.generate.stylegan import generate_face
+    from engine.media.image import load_image, save_image
+
+    target = tmp_path / "target.png"
+    save_image(cv2.resize(generate_face(11), (512, 512)), target)
+    out = tmp_path / "out.jpg"
+    assert main(["swap", "--source", "seed:1", "--target", str(target), "--out", str(out)]) == 0
+    assert load_image(out).pixels.shape == (512, 512, 3)
+    assert "wrote" in capsys.readouterr().out
+    blank = tmp_path / "blank.png"
+    save_image(np.full((64, 64, 3), 90, np.uint8), blank)
+    assert main(["swap", "--source", "seed:1", "--target", str(blank), "--out", str(tmp_path / "x.jpg")]) == 1
+    assert "No face was found in this photo." in capsys.readouterr().err

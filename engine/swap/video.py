@@ -1,0 +1,192 @@
+"""Video swap: detect on key frames, track the mesh in between, smooth landmarks over time,
+swap every chosen face in every frame, verify protection on key frames.
+
+Decoding, swapping and encoding overlap (engine.media.process_video runs decode and encode on
+their own threads); the original audio is kept unless another track is given; an interrupted
+run leaves no output file behind.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from engine.errors import Cancelled, NoFaceFound
+from engine.faces import Face, FaceAnalyzer, embedding_distance, select_faces
+from engine.media.video import process_video
+from engine.swap.classical import swap_face
+from engine.swap.pipeline import ImageSwapOptions, Persona, blur_face
+
+
+class OneEuro:
+    """One-Euro filter on landmark arrays: strong smoothing when still, little lag when moving."""
+
+    def __init__(self, fps: float, min_cutoff: float = 1.2, beta: float = 0.05, d_cutoff: float = 1.0) -> None:
+        self.rate = max(fps, 1.0)
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.value: np.ndarray | None = None
+        self.speed: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: float, rate: float) -> float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau * rate)
+
+    def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
+        if self.value is None:
+            self.value, self.speed = x.copy(), np.zeros_like(x)
+            return x
+        raw_speed = (x - self.value) * self.rate / max(scale, 1.0)  # in face sizes per second
+        a_d = self._alpha(self.d_cutoff, self.rate)
+        self.speed = a_d * raw_speed + (1 - a_d) * self.speed
+        cutoff = self.min_cutoff + self.beta * np.abs(self.speed) * 100
+        tau = 1.0 / (2 * np.pi * cutoff)
+        a = 1.0 / (1.0 + tau * self.rate)
+        self.value = a * x + (1 - a) * self.value
+        return self.value
+
+
+@dataclass
+class Track:
+    face: Face
+    selected: bool
+    smoother: OneEuro
+    distances: list[float] = field(default_factory=list)
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class VideoSwapOptions:
+    image: ImageSwapOptions = ImageSwapOptions()
+    keyframe_interval: int = 12  # full detection every N frames (tracking in between)
+    verify_every: int = 3  # measure protection on every Nth key frame
+    audio: str = "keep"  # keep | drop | path to a replacement track
+
+
+@dataclass
+class VideoReport:
+    frames: int
+    fps: float
+    tracks: list[dict]
+    seconds: float
+    stage_seconds: dict
+
+
+def _iou(a, b) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def swap_video(
+    src,
+    dst,
+    persona: Persona,
+    options: VideoSwapOptions = VideoSwapOptions(),
+    *,
+    analyzer: FaceAnalyzer,
+    bystander_persona: Persona | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> VideoReport:
+    import time
+
+    tracks: list[Track] = []
+    state = {"keyframes": 0, "faces_seen": False}
+    timing = {"analyse": 0.0, "swap": 0.0}
+    fps_holder = {"fps": 25.0}
+    image_options = options.image
+
+    def refresh(index: int, rgb: np.ndarray) -> None:
+        faces = analyzer.analyze(rgb)
+        if not faces:
+            tracks.clear()
+            return
+        state["faces_seen"] = True
+        try:
+            selected, _ = select_faces(
+                faces, image_options.faces, reference_embedding=image_options.reference_embedding,
+                threshold=image_options.threshold, rgb=rgb, embedder=analyzer.embed,
+            )
+        except NoFaceFound:
+            selected = []
+        chosen = {id(f) for f in selected}
+        new_tracks = []
+        for face in faces:
+            match = max(tracks, key=lambda t: _iou(t.face.box, face.box), default=None)
+            if match is not None and _iou(match.face.box, face.box) > 0.3:
+                match.face = face
+                match.selected = id(face) in chosen
+                new_tracks.append(match)
+            else:
+                new_tracks.append(Track(face=face, selected=id(face) in chosen, smoother=OneEuro(fps_holder["fps"])))
+        tracks[:] = new_tracks
+
+    def frame_fn(index: int, rgb: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        keyframe = index % options.keyframe_interval == 0 or not tracks
+        if keyframe:
+            refresh(index, rgb)
+            state["keyframes"] += 1
+        else:
+            refitted = analyzer.track(rgb, [t.face for t in tracks])
+            by_index = {f.index: f for f in refitted}
+            survivors = []
+            for t in tracks:
+                if t.face.index in by_index:
+                    t.face = by_index[t.face.index]
+                    survivors.append(t)
+            tracks[:] = survivors
+        analysed = time.perf_counter()
+        out = rgb.copy()
+        verify = keyframe and state["keyframes"] % options.verify_every == 1
+        for t in tracks:
+            if t.face.landmarks is None:
+                continue
+            smooth = t.smoother(t.face.landmarks[:, :2], t.face.size)
+            if t.selected or (image_options.bystanders == "replace" and bystander_persona is not None):
+                who = persona if t.selected else bystander_persona
+                swap_face(out, smooth, who.prepared, image_options.swap)
+                t.frames += 1
+                if verify and t.selected:
+                    original = analyzer.embed(rgb, t.face)
+                    refit = analyzer.track(out, [t.face])
+                    if refit:
+                        t.distances.append(embedding_distance(analyzer.embed(out, refit[0]), original))
+            elif image_options.bystanders == "blur":
+                blur_face(out, t.face)
+                t.frames += 1
+        timing["analyse"] += analysed - started
+        timing["swap"] += time.perf_counter() - analysed
+        return out
+
+    def report_progress(done: int, total: int):
+        if progress is not None and progress(done, total) is False:
+            raise Cancelled("The swap was cancelled.")
+        return True
+
+    start = time.perf_counter()
+    result = process_video(src, dst, frame_fn, progress=report_progress, audio=options.audio)
+    elapsed = time.perf_counter() - start
+    if not state["faces_seen"]:
+        Path(result.path).unlink(missing_ok=True)  # nothing was protected: leave no output behind
+        raise NoFaceFound("No face was found anywhere in this video.")
+    frames = result.frames
+    summaries = [
+        {
+            "index": t.face.index,
+            "selected": t.selected,
+            "frames": t.frames,
+            "distance_to_original_min": min(t.distances) if t.distances else None,
+            "protected": (min(t.distances) >= image_options.threshold) if t.distances else None,
+        }
+        for t in tracks
+    ]
+    return VideoReport(
+        frames=int(frames), fps=float(frames / elapsed) if elapsed > 0 else 0.0, tracks=summaries,
+        seconds=elapsed, stage_seconds={k: round(v, 3) for k, v in timing.items()},
+    )
