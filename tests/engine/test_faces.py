@@ -31,6 +31,7 @@ from engine.faces import (
 )
 from engine.faces import anchors as anc
 from engine.faces import detection as det
+from engine.faces import eyes as eye
 from engine.faces import geometry as geo
 from engine.faces import mesh as msh
 from engine.faces.image import apply_affine, invert_affine, similarity_matrix, warp_crop
@@ -40,6 +41,7 @@ MODEL_FILES = (
     "face_detection_short_range.tflite",
     "face_detection_full_range_sparse.tflite",
     "face_landmark.tflite",
+    "iris_landmark.tflite",
     "shape_predictor_5_face_landmarks.dat",
     "dlib_face_recognition_resnet_model_v1.dat",
 )
@@ -350,6 +352,40 @@ def test_eye_and_mouth_openness():
     left, right = geo.eye_openness(mesh)
     assert left == pytest.approx(0.0) and right == pytest.approx(0.3)
     assert geo.mouth_openness(mesh) == pytest.approx(0.25)
+
+
+def test_eye_crops_mirror_the_subjects_left_eye_and_map_back():
+    mesh = synthetic_mesh(roll=10.0)
+    mesh[263] = (360, 190, 0)
+    mesh[362] = (330, 185, 0)
+    mesh[33] = (240, 170, 0)
+    mesh[133] = (270, 175, 0)
+    rgb = np.zeros((400, 600, 3), np.uint8)
+    left, right = eye.prepare_eyes(rgb, mesh)
+    assert left.mirrored and not right.mirrored
+    assert left.tensor.shape == right.tensor.shape == (1, 64, 64, 3)
+    for data, outer in ((left, 263), (right, 33)):
+        crop_xy = apply_affine(data.matrix, mesh[[outer], :2])[0]
+        if data.mirrored:
+            crop_xy[0] = eye.EYE_SIZE - crop_xy[0]
+        contour = np.zeros((71, 3))
+        contour[0, :2] = crop_xy
+        contour[0, 2] = 2.0
+        image_points, _ = eye.normalize_eye(contour, np.zeros((5, 3)), data)
+        assert np.allclose(image_points[0, :2], mesh[outer, :2], atol=1e-6)
+        assert image_points[0, 2] == pytest.approx(2.0 * data.scale)
+        assert crop_xy[0] < 32  # the outer corner is on the crop's left, as the model expects
+
+
+def test_contour_openness():
+    contour = np.zeros((71, 3))
+    contour[0] = (0, 0, 0)
+    contour[8] = (20, 0, 0)
+    for up, low in eye.CONTOUR_LIDS:
+        contour[up] = (10, -3, 0)
+        contour[low] = (10, 3, 0)
+    assert eye.contour_openness(contour) == pytest.approx(0.3)
+    assert eye.contour_openness(np.zeros((71, 3))) == 0.0
 
 
 def test_quality_score_ranks_sensibly():
