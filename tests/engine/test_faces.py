@@ -37,14 +37,6 @@ from engine.faces import mesh as msh
 from engine.faces.image import apply_affine, invert_affine, similarity_matrix, warp_crop
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL_FILES = (
-    "face_detection_short_range.tflite",
-    "face_detection_full_range_sparse.tflite",
-    "face_landmark.tflite",
-    "iris_landmark.tflite",
-    "shape_predictor_5_face_landmarks.dat",
-    "dlib_face_recognition_resnet_model_v1.dat",
-)
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -509,26 +501,6 @@ def test_select_reference_computes_missing_embeddings_with_the_embedder():
 # ------------------------------------------------------------------------------------------------
 # with models
 # ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def face_models():
-    """The model files, via engine.models: skip when missing, fail under CI."""
-    from engine.models import model_path
-
-    try:
-        return {name: model_path(name) for name in MODEL_FILES}
-    except ModelMissing as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"{error} (CI is set: model tests must run)")
-        pytest.skip(str(error))
-
-
-@pytest.fixture(scope="session")
-def analyzer(face_models):
-    from engine.faces import FaceAnalyzer
-
-    return FaceAnalyzer.default()
 
 
 @pytest.fixture(scope="session")

@@ -2,34 +2,11 @@
 targets (fresh clone) and onto real photos (corpus)."""
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 import pytest
 
 from engine.errors import NoFaceFound
-
-
-@pytest.fixture(scope="module")
-def models():
-    from engine.errors import ModelMissing
-    from engine.models import MANIFEST, model_path
-
-    try:
-        for entry in MANIFEST:
-            model_path(entry.name)
-    except ModelMissing as missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} (CI is set: the test command fetches models first)")
-        pytest.skip(str(missing))
-
-
-@pytest.fixture(scope="module")
-def analyzer(models):
-    from engine.faces import FaceAnalyzer
-
-    return FaceAnalyzer.default()
 
 
 @pytest.fixture(scope="module")
