@@ -35,18 +35,18 @@ def billing_configured() -> bool:
     return bool(settings.STRIPE_SECRET_KEY)
 
 
-def _stripe_post(path: str, fields: dict[str, str]) -> dict:
+def _stripe_request(method: str, path: str, fields: dict[str, str] | None = None) -> dict:
     if not billing_configured():
         raise BillingNotConfigured()
     request = urllib.request.Request(
         settings.STRIPE_API_BASE.rstrip("/") + path,
-        data=urllib.parse.urlencode(fields).encode(),
+        data=urllib.parse.urlencode(fields).encode() if fields is not None else None,
         headers={
             "Authorization": f"Bearer {settings.STRIPE_SECRET_KEY}",
             "Content-Type": "application/x-www-form-urlencoded",
             "Stripe-Version": "2024-06-20",
         },
-        method="POST",
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
@@ -83,7 +83,7 @@ def checkout_session_create(*, user, plan, success_url: str, cancel_url: str) ->
         fields["customer"] = user.stripe_customer_id
     else:
         fields["customer_email"] = user.email
-    session = _stripe_post("/v1/checkout/sessions", fields)
+    session = _stripe_request("POST", "/v1/checkout/sessions", fields)
     url = session.get("url")
     if not url or not url.startswith("https://"):
         raise BillingError("Our payment provider returned no checkout page. Please try again later.")
@@ -94,7 +94,9 @@ def billing_portal_create(*, customer_id: str, return_url: str) -> str:
     """A Stripe Billing Portal session where the customer changes or cancels the subscription."""
     if not customer_id:
         raise BillingError("There is no subscription to manage on this account.")
-    session = _stripe_post("/v1/billing_portal/sessions", {"customer": customer_id, "return_url": return_url})
+    session = _stripe_request(
+        "POST", "/v1/billing_portal/sessions", {"customer": customer_id, "return_url": return_url}
+    )
     url = session.get("url")
     if not url or not url.startswith("https://"):
         raise BillingError("Our payment provider returned no billing page. Please try again later.")
@@ -105,16 +107,9 @@ def subscription_cancel(subscription_id: str) -> None:
     """Cancels a subscription at once (used when an account is deleted)."""
     if not subscription_id or not billing_configured():
         return
-    request_path = f"/v1/subscriptions/{urllib.parse.quote(subscription_id)}"
-    request = urllib.request.Request(
-        settings.STRIPE_API_BASE.rstrip("/") + request_path,
-        headers={"Authorization": f"Bearer {settings.STRIPE_SECRET_KEY}"},
-        method="DELETE",
-    )
     try:
-        with urllib.request.urlopen(request, timeout=15):
-            pass
-    except (urllib.error.URLError, TimeoutError) as exc:
+        _stripe_request("DELETE", f"/v1/subscriptions/{urllib.parse.quote(subscription_id)}")
+    except BillingError as exc:
         raise BillingError("The subscription could not be cancelled with our payment provider.") from exc
 
 

@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.db import models
 from django.utils import timezone
 
-from safeface.jobs import Job, JobError, Progress
+from safeface.jobs import Job, Progress
 from safeface.private_media import user_prefix
 
 
@@ -170,8 +170,6 @@ class DataExport(Job):
                 "Your SafeFace data export.\n\naccount.json: your account\nrecords/: every record "
                 f"stored about you, as JSON\nfiles/: your {file_count} stored files\n",
             )
-        if buffer.tell() == 0:
-            raise JobError("The export came out empty; please try again.", refund=True)
         progress(95, "Saving the archive")
         self.size_bytes = buffer.tell()
         self.archive.save("export.zip", ContentFile(buffer.getvalue()), save=False)

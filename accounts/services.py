@@ -35,7 +35,6 @@ def user_delete(*, user: User) -> dict[str, int]:
     for model in user_owned_models():
         for row in model.objects.filter(user_id=user_id).iterator():
             rows += 1
-            names += [f.name for f in getattr(row, "output_files", lambda: [])()]
             for field in row._meta.get_fields():
                 if hasattr(field, "upload_to") and getattr(row, field.name):
                     names.append(getattr(row, field.name).name)

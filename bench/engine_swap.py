@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.errors import EngineError  # noqa: E402
-from engine.faces import FaceAnalyzer, embedding_distance  # noqa: E402
+from engine.faces import FaceAnalyzer  # noqa: E402
 from engine.generate.stylegan import generate_face  # noqa: E402
 from engine.media.image import load_image, save_image  # noqa: E402
 from engine.media.video import iter_frames  # noqa: E402
@@ -118,7 +118,7 @@ def _series(analyzer, path: Path):
     mouth, eyes, marks, sizes = [], [], [], []
     tracked = []
     for frame in iter_frames(path):
-        rgb = frame.rgb if hasattr(frame, "rgb") else frame[1]
+        rgb = frame.rgb
         faces = analyzer.track(rgb, tracked) if tracked else analyzer.analyze(rgb)
         if not faces:
             faces = analyzer.analyze(rgb)

@@ -132,13 +132,7 @@ class Job(models.Model):
         return None
 
     def output_files(self) -> list[FieldFile]:
-        files = []
-        for field in self._meta.get_fields():
-            if isinstance(field, models.FileField):
-                value = getattr(self, field.name)
-                if value:
-                    files.append(value)
-        return files
+        return [getattr(self, name) for name in _file_field_names(type(self)) if getattr(self, name)]
 
     def delete_outputs(self) -> None:
         """Deletes this job's stored files (the row keeps its history)."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
-from django.core.files.storage import default_storage, storages
-from django.utils.functional import empty
 
 from accounts.models import Plan, User
 
@@ -44,12 +43,9 @@ def _isolated_media(tmp_path, settings):
             "OPTIONS": {"location": str(media), "base_url": settings.MEDIA_URL},
         },
     }
-    storages._storages.clear()
-    default_storage._wrapped = empty  # re-created lazily with the test's folder
+    # Changing STORAGES makes Django drop its cached storages, so default_storage follows.
     cache.clear()
     yield media
-    storages._storages.clear()
-    default_storage._wrapped = empty
 
 
 @pytest.fixture
@@ -93,11 +89,9 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def corpus() -> "Path":
+def corpus() -> Path:
     """The real media corpus named by SAFEFACE_CORPUS. Unset: corpus tests skip (a fresh clone
     without ../shared). Set but missing or empty: a failure, so CI cannot silently skip them."""
-    from pathlib import Path
-
     folder = os.environ.get("SAFEFACE_CORPUS")
     if not folder:
         pytest.skip("SAFEFACE_CORPUS is not set (real-media tests need ../shared/corpus)")

@@ -78,27 +78,23 @@ class Runner:
             return [np.array(self.request.get_tensor(o).data) for o in self.outputs]
 
 
-@functools.lru_cache(maxsize=None)
-def dlib_shape_predictor(name: str = "shape_predictor_5_face_landmarks.dat"):
+def _load_dlib(factory_name: str, name: str):
     import dlib
 
     from engine.errors import ModelCorrupt
 
     path = model_path(name)
     try:
-        return dlib.shape_predictor(str(path))
+        return getattr(dlib, factory_name)(str(path))
     except RuntimeError as error:
         raise ModelCorrupt(f"The model file {path.name} could not be loaded: {error}") from error
+
+
+@functools.lru_cache(maxsize=None)
+def dlib_shape_predictor(name: str = "shape_predictor_5_face_landmarks.dat"):
+    return _load_dlib("shape_predictor", name)
 
 
 @functools.lru_cache(maxsize=None)
 def dlib_face_encoder(name: str = "dlib_face_recognition_resnet_model_v1.dat"):
-    import dlib
-
-    from engine.errors import ModelCorrupt
-
-    path = model_path(name)
-    try:
-        return dlib.face_recognition_model_v1(str(path))
-    except RuntimeError as error:
-        raise ModelCorrupt(f"The model file {path.name} could not be loaded: {error}") from error
+    return _load_dlib("face_recognition_model_v1", name)

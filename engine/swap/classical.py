@@ -19,7 +19,7 @@ Inputs are plain arrays: RGB uint8 images and (468, 2|3) landmark arrays in pixe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -113,7 +113,6 @@ class PreparedSource:
     image: np.ndarray  # RGB uint8
     points: np.ndarray  # extended points (471 + ring, 2)
     landmarks: np.ndarray  # (468, 2)
-    lab: np.ndarray = field(repr=False, default=None)
 
 
 def prepare_source(rgb: np.ndarray, landmarks: np.ndarray) -> PreparedSource:
@@ -369,8 +368,7 @@ def swap_face(
         norm = np.sqrt(rel_x**2 + rel_y**2) + 1e-6
         upness = (rel_x * up[0] + rel_y * up[1]) / norm
         weight = np.clip((upness - 0.55) / 0.3, 0.0, 1.0)
-        ring_skin = (kind == 3) & skin if model is not None else (kind == 3)
-        forehead = (weight * ring_skin).astype(np.float32)
+        forehead = (weight * ((kind == 3) & skin)).astype(np.float32)
         # only the part of the ring connected to the face (no islands of skin-coloured wall)
         n_lab, labels = cv2.connectedComponents(((forehead > 0.2) | face).astype(np.uint8))
         if n_lab > 1 and face.any():
@@ -417,7 +415,7 @@ def swap_face(
     # --- feathered blend ------------------------------------------------------------------
     soft = max(1.0, options.feather * face_size)
     core = _shrink(alpha > 0.5, soft * 0.8).astype(np.float32)
-    alpha = np.minimum(alpha, np.maximum(core, alpha * (alpha < 0.5)))  # soft forehead weights stay
+    alpha = np.where(alpha >= 0.5, alpha * core, alpha)  # erode the solid part; soft forehead weights stay
     alpha = _blur(alpha, soft * 0.5)
     alpha = np.clip(alpha, 0.0, 1.0)
     base = _full_resolution_target(crop, grid_x, grid_y, scale)

@@ -8,7 +8,7 @@ as unprotected (``protected=False``) rather than claimed as a success.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import cv2
@@ -65,7 +65,7 @@ class FaceReport:
     eye_open: tuple[float, float] | None = None  # mean of both eyes (input, output)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
 def rank_personas(target_embedding: np.ndarray, personas: list[Persona]) -> list[tuple[float, Persona]]:

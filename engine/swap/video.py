@@ -7,9 +7,8 @@ run leaves no output file behind.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -31,8 +30,9 @@ class OneEuro:
         self.speed: np.ndarray | None = None
 
     @staticmethod
-    def _alpha(cutoff: float, rate: float) -> float:
-        tau = 1.0 / (2 * math.pi * cutoff)
+    def _alpha(cutoff, rate: float):
+        """Smoothing factor for a cutoff frequency (scalar or per-coordinate array)."""
+        tau = 1.0 / (2 * np.pi * cutoff)
         return 1.0 / (1.0 + tau * rate)
 
     def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
@@ -42,9 +42,7 @@ class OneEuro:
         raw_speed = (x - self.value) * self.rate / max(scale, 1.0)  # in face sizes per second
         a_d = self._alpha(self.d_cutoff, self.rate)
         self.speed = a_d * raw_speed + (1 - a_d) * self.speed
-        cutoff = self.min_cutoff + self.beta * np.abs(self.speed) * 100
-        tau = 1.0 / (2 * np.pi * cutoff)
-        a = 1.0 / (1.0 + tau * self.rate)
+        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.speed) * 100, self.rate)
         self.value = a * x + (1 - a) * self.value
         return self.value
 
@@ -101,7 +99,7 @@ def swap_video(
     fps_holder = {"fps": 25.0}
     image_options = options.image
 
-    def refresh(index: int, rgb: np.ndarray) -> None:
+    def refresh(rgb: np.ndarray) -> None:
         faces = analyzer.analyze(rgb)
         if not faces:
             tracks.clear()
@@ -130,7 +128,7 @@ def swap_video(
         started = time.perf_counter()
         keyframe = index % options.keyframe_interval == 0 or not tracks
         if keyframe:
-            refresh(index, rgb)
+            refresh(rgb)
             state["keyframes"] += 1
         else:
             refitted = analyzer.track(rgb, [t.face for t in tracks])

@@ -38,6 +38,13 @@ def stripe_api(settings):
             self.end_headers()
             self.wfile.write(json.dumps(payload).encode())
 
+        def do_DELETE(self):
+            received.append({"path": self.path, "method": "DELETE", "auth": self.headers["Authorization"]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps({"id": self.path.rsplit("/", 1)[-1], "status": "canceled"}).encode())
+
         def log_message(self, *args):
             pass
 
@@ -206,3 +213,15 @@ def test_billing_portal_requires_login(client):
 def test_return_from_checkout_thanks_the_user(owner_client):
     page = owner_client.get(reverse("accounts-usage") + "?upgraded=1")
     assert b"Payment received. Your plan changes as soon as Stripe confirms it" in page.content
+
+
+@pytest.mark.django_db
+def test_deleting_an_account_cancels_its_subscription(client, stripe_api):
+    from tests.conftest import PASSWORD
+
+    user = make_user("leaving@example.com", plan="pro")
+    User.objects.filter(pk=user.pk).update(stripe_customer_id="cus_3", stripe_subscription_id="sub_3")
+    client.force_login(user)
+    client.post(reverse("accounts-delete"), {"password": PASSWORD, "confirm": "DELETE"})
+    assert not User.objects.filter(pk=user.pk).exists()
+    assert stripe_api[-1] == {"path": "/v1/subscriptions/sub_3", "method": "DELETE", "auth": "Bearer sk_test_123"}

@@ -382,7 +382,10 @@ def write_video(
     faststart: bool = False,
     audio_seconds: float | None = None,
     fmt: str | None = None,
+    frame_source=None,
 ) -> Path:
+    """A test video; ``frame_source(i) -> (H, W, 3) uint8`` overrides the synthetic pattern."""
+    frame_source = frame_source or (lambda i: synthetic_frame(i, width, height))
     options = {"movflags": "+faststart"} if faststart else {}
     out = av.open(str(path), "w", format=fmt, options=options)
     if metadata:
@@ -397,7 +400,7 @@ def write_video(
     if audio:
         astream = out.add_stream(audio, rate=rate, layout="mono")
     for i in range(frames):
-        frame = av.VideoFrame.from_ndarray(synthetic_frame(i, width, height), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(frame_source(i), format="rgb24")
         frame.pts = i
         frame.time_base = Fraction(1, fps)
         for packet in video.encode(frame):
@@ -405,37 +408,19 @@ def write_video(
     for packet in video.encode(None):
         out.mux(packet)
     if astream is not None:
-        total = int(rate * (audio_seconds if audio_seconds is not None else frames / fps))
-        t = np.arange(total) / rate
-        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        chunk = astream.codec_context.frame_size or 1024
-        in_fmt = "fltp" if audio == "aac" else "s16"
-        for start in range(0, total, chunk):
-            piece = tone[start : start + chunk]
-            if in_fmt == "s16":
-                piece = (piece * 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(piece[None, :], format=in_fmt, layout="mono")
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = Fraction(1, rate)
-            for packet in astream.encode(frame):
-                out.mux(packet)
-        for packet in astream.encode(None):
-            out.mux(packet)
+        seconds = audio_seconds if audio_seconds is not None else frames / fps
+        mux_tone(out, astream, codec=audio, total=int(rate * seconds), rate=rate, amplitude=0.3, freq=440)
     if frames == 0:
         out.start_encoding()
     out.close()
     return path
 
 
-def write_audio_only(path: Path, *, seconds: float = 3.0, codec: str = "aac", fmt: str | None = None) -> Path:
-    out = av.open(str(path), "w", format=fmt)
-    rate = 44100
-    stream = out.add_stream(codec, rate=rate, layout="mono")
-    total = int(rate * seconds)
-    chunk = 1024
+def mux_tone(out, stream, *, codec: str, total: int, rate: int, amplitude: float, freq: float) -> None:
+    """Encodes a sine tone of ``total`` samples into ``stream`` and flushes it."""
+    tone = (amplitude * np.sin(2 * np.pi * freq * np.arange(total) / rate)).astype(np.float32)
+    chunk = stream.codec_context.frame_size or 1024
     in_fmt = "fltp" if codec == "aac" else "s16"
-    tone = (0.2 * np.sin(2 * np.pi * 220 * np.arange(total) / rate)).astype(np.float32)
     for start in range(0, total, chunk):
         piece = tone[start : start + chunk]
         if in_fmt == "s16":
@@ -443,10 +428,18 @@ def write_audio_only(path: Path, *, seconds: float = 3.0, codec: str = "aac", fm
         frame = av.AudioFrame.from_ndarray(piece[None, :], format=in_fmt, layout="mono")
         frame.sample_rate = rate
         frame.pts = start
+        frame.time_base = Fraction(1, rate)
         for packet in stream.encode(frame):
             out.mux(packet)
     for packet in stream.encode(None):
         out.mux(packet)
+
+
+def write_audio_only(path: Path, *, seconds: float = 3.0, codec: str = "aac", fmt: str | None = None) -> Path:
+    out = av.open(str(path), "w", format=fmt)
+    rate = 44100
+    stream = out.add_stream(codec, rate=rate, layout="mono")
+    mux_tone(out, stream, codec=codec, total=int(rate * seconds), rate=rate, amplitude=0.2, freq=220)
     out.close()
     return path
 

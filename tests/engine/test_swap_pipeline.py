@@ -99,35 +99,13 @@ def test_reference_selection_swaps_only_the_chosen_person(analyzer, personas, co
     assert np.array_equal(out[y0:y1, x0:x1], group[y0:y1, x0:x1])
 
 
-def test_video_swap_keeps_frames_fps_and_audio(analyzer, personas, tmp_path):
-    import av
-
+def test_video_swap_keeps_frames_fps_and_audio(analyzer, personas, generated_target, tmp_path):
     from engine.media.video import probe_video
     from engine.swap.video import swap_video
+    from tests.engine.test_media import write_video
 
-    from engine.generate.stylegan import generate_face
-
-    face = cv2.resize(generate_face(11), (320, 320), interpolation=cv2.INTER_AREA)
-    src = tmp_path / "in.mp4"
-    with av.open(str(src), "w") as container:
-        video = container.add_stream("libx264", rate=24)
-        video.width = video.height = 320
-        video.pix_fmt = "yuv420p"
-        audio = container.add_stream("aac", rate=44100)
-        for i in range(24):
-            shifted = np.roll(face, i, axis=1)
-            for packet in video.encode(av.VideoFrame.from_ndarray(shifted, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        samples = (0.2 * np.sin(np.arange(44100) * 2 * np.pi * 440 / 44100)).astype(np.float32)[None, :]
-        for start in range(0, 44100, 1024):
-            frame = av.AudioFrame.from_ndarray(samples[:, start:start + 1024], format="fltp", layout="mono")
-            frame.sample_rate = 44100
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+    face = cv2.resize(generated_target, (320, 320), interpolation=cv2.INTER_AREA)
+    src = write_video(tmp_path / "in.mp4", frames=24, fps=24, size=(320, 320), frame_source=lambda i: np.roll(face, i, axis=1))
     dst = tmp_path / "out.mp4"
     report = swap_video(src, dst, personas[0], analyzer=analyzer)
     before, after = probe_video(src), probe_video(dst)
@@ -137,20 +115,11 @@ def test_video_swap_keeps_frames_fps_and_audio(analyzer, personas, tmp_path):
 
 
 def test_video_without_faces_leaves_no_output(analyzer, personas, tmp_path):
-    import av
-
     from engine.swap.video import swap_video
+    from tests.engine.test_media import write_video
 
-    src = tmp_path / "grey.mp4"
-    with av.open(str(src), "w") as container:
-        video = container.add_stream("libx264", rate=10)
-        video.width = video.height = 128
-        video.pix_fmt = "yuv420p"
-        for _ in range(5):
-            for packet in video.encode(av.VideoFrame.from_ndarray(np.full((128, 128, 3), 128, np.uint8), format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+    grey = np.full((128, 128, 3), 128, np.uint8)
+    src = write_video(tmp_path / "grey.mp4", frames=5, fps=10, size=(128, 128), audio=None, frame_source=lambda i: grey)
     dst = tmp_path / "out.mp4"
     with pytest.raises(NoFaceFound, match="No face was found anywhere in this video"):
         swap_video(src, dst, personas[0], analyzer=analyzer)
