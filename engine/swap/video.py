@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.errors import Cancelled, NoFaceFound
 from engine.faces import Face, FaceAnalyzer, embedding_distance, select_faces
-from engine.media.video import process_video
+from engine.media.video import probe_video, process_video
 from engine.swap.classical import swap_face
 from engine.swap.pipeline import ImageSwapOptions, Persona, blur_face
 
@@ -96,7 +96,7 @@ def swap_video(
     tracks: list[Track] = []
     state = {"keyframes": 0, "faces_seen": False}
     timing = {"analyse": 0.0, "swap": 0.0}
-    fps_holder = {"fps": 25.0}
+    frame_rate = float(probe_video(src).fps)  # the smoother works in real time, not in frames
     image_options = options.image
 
     def refresh(rgb: np.ndarray) -> None:
@@ -121,7 +121,7 @@ def swap_video(
                 match.selected = id(face) in chosen
                 new_tracks.append(match)
             else:
-                new_tracks.append(Track(face=face, selected=id(face) in chosen, smoother=OneEuro(fps_holder["fps"])))
+                new_tracks.append(Track(face=face, selected=id(face) in chosen, smoother=OneEuro(frame_rate)))
         tracks[:] = new_tracks
 
     def frame_fn(index: int, rgb: np.ndarray) -> np.ndarray:
