@@ -214,8 +214,7 @@ class FaceAnalyzer:
         return prepare_embedding(rgb, face.landmarks, dlib_shape_predictor(SHAPE_MODEL))
 
     def forward_embedding(self, data: EmbeddingInput) -> np.ndarray:
-        with self._dlib_lock:
-            return forward_embedding(dlib_face_encoder(ENCODER_MODEL), data)
+        return forward_embedding(dlib_face_encoder(ENCODER_MODEL), data)
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The face's 128-d dlib identity embedding, computed once and cached on ``face``."""

@@ -97,4 +97,7 @@ def dlib_shape_predictor(name: str = "shape_predictor_5_face_landmarks.dat"):
 
 @functools.lru_cache(maxsize=None)
 def dlib_face_encoder(name: str = "dlib_face_recognition_resnet_model_v1.dat"):
-    return _load_dlib("face_recognition_model_v1", name)
+    """dlib's face descriptor network, run by OpenVINO (see :mod:`engine.faces.dlib_resnet`)."""
+    from .dlib_resnet import DlibResNet
+
+    return DlibResNet.load(model_path(name))

@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -916,6 +917,7 @@ def process_video(
     x264_params: str | None = FAST_X264_PARAMS,
     max_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
     queue_size: int = 6,
+    lookahead: int = 2,
 ) -> ProcessResult:
     """Decode ``src``, pass every frame through ``frame_fn`` and write an H.264 (yuv420p, CRF
     ``crf``, x264 ``preset`` plus ``x264_params``) + AAC MP4 at ``dst``. ``threads``: decoder
@@ -923,7 +925,9 @@ def process_video(
 
     ``frame_fn(index, rgb) -> rgb``: called on the caller's thread, in order, with an upright
     (H, W, 3) uint8 array it may modify in place; return an array of the same shape (or
-    ``None`` to keep the frame). ``progress(done, total)`` is called on the caller's thread
+    ``None`` to keep the frame), or a ``concurrent.futures.Future`` of one, so that the frame
+    can be finished on another thread while the next ones are read (at most ``lookahead``
+    frames are in flight; they are written in order; pending ones are cancelled on error). ``progress(done, total)`` is called on the caller's thread
     after each frame (``total`` is the probed frame count, never below ``done``); raising
     ``Cancelled`` or returning ``False`` stops the run promptly.
 
@@ -984,27 +988,47 @@ def process_video(
                 raise Cancelled(CANCELLED)
 
         report(0)
-        while True:
-            item = _get(frames_q, reader_thread, stop)
-            if item is _END or item is _STOPPED:
-                break  # _STOPPED: the writer failed, its error is raised below
-            if isinstance(item, _Failure):
-                raise item.error
-            index, rel, duration, rgb, _fast = item
-            if frame_fn is not None:
-                shape = rgb.shape
-                result = frame_fn(index, rgb)
+        pending: deque = deque()  # (rel, duration, rgb, result) in order
+
+        def flush(limit: int) -> bool:
+            """Encode finished frames, in order, until at most ``limit`` are pending."""
+            nonlocal done
+            while len(pending) > limit:
+                rel, duration, rgb, result = pending.popleft()
+                if isinstance(result, Future):
+                    result = result.result()
                 if result is not None:
-                    if not isinstance(result, np.ndarray) or result.shape != shape or result.dtype != np.uint8:
+                    if not isinstance(result, np.ndarray) or result.shape != rgb.shape or result.dtype != np.uint8:
                         raise ValueError(
-                            f"frame_fn must return a uint8 array of shape {shape}, got "
+                            f"frame_fn must return a uint8 array of shape {rgb.shape}, got "
                             f"{getattr(result, 'dtype', type(result).__name__)} {getattr(result, 'shape', '')}"
                         )
                     rgb = result
-            if not _put(encode_q, (rel, duration, writer.to_i420(rgb)), stop):
-                break  # the writer failed: its error is raised below
-            done += 1
-            report(done)
+                if not _put(encode_q, (rel, duration, writer.to_i420(rgb)), stop):
+                    return False  # the writer failed: its error is raised below
+                done += 1
+                report(done)
+            return True
+
+        try:
+            while True:
+                item = _get(frames_q, reader_thread, stop)
+                if item is _END:
+                    flush(0)
+                    break
+                if item is _STOPPED:
+                    break  # the writer failed: its error is raised below
+                if isinstance(item, _Failure):
+                    raise item.error
+                index, rel, duration, rgb, _fast = item
+                result = frame_fn(index, rgb) if frame_fn is not None else None
+                pending.append((rel, duration, rgb, result))
+                if not flush(lookahead if isinstance(result, Future) else 0):
+                    break
+        finally:
+            for *_, result in pending:
+                if isinstance(result, Future):
+                    result.cancel()
         if "error" not in state:
             _put(encode_q, _END, stop)
         writer_thread.join()

@@ -19,7 +19,7 @@ Inputs are plain arrays: RGB uint8 images and (468, 2|3) landmark arrays in pixe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,7 +28,6 @@ import numpy as np
 
 TOPOLOGY_FILE = Path(__file__).with_name("face_topology.json")
 RING_SCALE = 1.6
-MAX_WORK_FACE = 300.0  # face height (px) at which masks, colour and texture are computed
 UP_VERTEX, CHIN_VERTEX, NOSE_TIP = 10, 152, 1
 
 
@@ -99,11 +98,14 @@ def extend_points(landmarks: np.ndarray) -> np.ndarray:
 class SwapOptions:
     shape_strength: float = 0.6  # 0: texture only; 1: the source's full proportions
     keep_inner_mouth: bool = True
+    keep_eyes: bool = True  # the target's own eye openings: blinks and gaze follow the target
     occlusion: bool = True
     forehead: bool = True  # extend to the hairline
     feather: float = 0.06  # edge softness as a fraction of face size
     grain: bool = True
     seed: int = 0
+    texture_face: float = 300.0  # face height (px) up to which the persona texture is sampled and toned
+    mask_face: float = 150.0  # face height (px) at which geometry, masks and colour statistics are computed
 
 
 @dataclass
@@ -113,6 +115,23 @@ class PreparedSource:
     image: np.ndarray  # RGB uint8
     points: np.ndarray  # extended points (471 + ring, 2)
     landmarks: np.ndarray  # (468, 2)
+    _levels: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def face_size(self) -> float:
+        return float(np.linalg.norm(self.landmarks[UP_VERTEX] - self.landmarks[CHIN_VERTEX]))
+
+    def level(self, face_size: float) -> tuple[np.ndarray, float]:
+        """The source image halved as often as it can be while its face stays at least
+        ``face_size`` tall (sampling a much larger texture would alias), and that scale factor."""
+        factor, image = 1.0, self.image
+        while self.face_size * factor / 2 >= face_size and min(image.shape[:2]) >= 32:
+            factor /= 2
+            if factor not in self._levels:
+                self._levels[factor] = cv2.resize(
+                    image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            image = self._levels[factor]
+        return image, factor
 
 
 def prepare_source(rgb: np.ndarray, landmarks: np.ndarray) -> PreparedSource:
@@ -230,17 +249,42 @@ def _lab_stats(lab: np.ndarray, mask: np.ndarray):
     return values.mean(0), values.std(0) + 1e-3
 
 
+def _resize(image: np.ndarray, size: tuple[int, int], interpolation=cv2.INTER_LINEAR) -> np.ndarray:
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def _nearest_inside(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the coordinates of the nearest ``inside`` pixel (itself when inside)."""
+    _, labels = cv2.distanceTransformWithLabels(
+        (~inside).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(inside)  # OpenCV numbers the zero pixels in this same raster order
+    index = labels - 1
+    return ys[index], xs[index]
+
+
 def swap_face(
     frame: np.ndarray,
     target_landmarks: np.ndarray,
     source: PreparedSource,
     options: SwapOptions = SwapOptions(),
+    cache: dict | None = None,
 ) -> SwapResult:
     """Swaps ``source`` onto the face at ``target_landmarks``; ``frame`` (RGB uint8) is edited in place.
 
-    Masks, colour and texture are computed at a working scale that caps the face at
-    ``MAX_WORK_FACE`` pixels (the persona texture has no more detail than that); the liquify
-    warp and the final blend run at full resolution, so hair and background stay sharp."""
+    ``cache``: a dict kept per tracked face across video frames; the skin model, the colour
+    statistics and the grain decision are computed when it is empty and reused after (clear it
+    on key frames so they follow the lighting).
+
+    Three resolutions, each only as fine as it needs to be:
+    - *mask* scale (face ~``options.mask_face`` px): the mesh is rasterised once into per-pixel sample
+      maps (piecewise affine, so they upsample exactly), and masks, occlusion and colour
+      statistics are computed there;
+    - *texture* scale (face up to ``options.texture_face`` px, the detail a persona texture has): the
+      persona is sampled, toned and given the photo's grain;
+    - the frame's own resolution: the liquified target and the final blend, so hair and
+      background stay sharp."""
     topo = topology()
     height, width = frame.shape[:2]
     tgt = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
@@ -256,18 +300,23 @@ def swap_face(
     if x1 - x0 < 4 or y1 - y0 < 4:
         return SwapResult((x0, y0, x1, y1), 0.0, 0.0)
     crop = frame[y0:y1, x0:x1]
-    full_size = float(np.linalg.norm(full_dest[UP_VERTEX] - full_dest[CHIN_VERTEX]))
-    scale = min(1.0, MAX_WORK_FACE / max(full_size, 1.0))
+    crop_size = (x1 - x0, y1 - y0)
+    full_size = max(float(np.linalg.norm(full_dest[UP_VERTEX] - full_dest[CHIN_VERTEX])), 1.0)
     origin = np.array([x0, y0], dtype=np.float64)
-    if scale < 1.0:
-        work = cv2.resize(crop, (max(4, round((x1 - x0) * scale)), max(4, round((y1 - y0) * scale))), interpolation=cv2.INTER_AREA)
-    else:
-        work = crop
-    p_target = (full_target - origin + 0.5) * scale - 0.5
-    p_dest = (full_dest - origin + 0.5) * scale - 0.5
-    box_h, box_w = work.shape[:2]
-    local_origin = np.zeros(2)
 
+    def scaled_size(face_px: float) -> tuple[int, int]:
+        factor = min(1.0, face_px / full_size)
+        return max(4, round(crop_size[0] * factor)), max(4, round(crop_size[1] * factor))
+
+    lo_size, hi_size = scaled_size(options.mask_face), scaled_size(max(options.texture_face, options.mask_face))
+    lo_factor = np.array([lo_size[0] / crop_size[0], lo_size[1] / crop_size[1]])
+    work = _resize(crop, lo_size, cv2.INTER_AREA)
+    p_target = (full_target - origin + 0.5) * lo_factor - 0.5
+    p_dest = (full_dest - origin + 0.5) * lo_factor - 0.5
+    box_w, box_h = lo_size
+    face_size = float(np.linalg.norm(p_dest[UP_VERTEX] - p_dest[CHIN_VERTEX]))
+
+    # --- geometry: one rasterisation, per-pixel sample maps ---------------------------------
     tris = topo.triangles
     areas = _signed_areas(p_dest, tris[topo.kind == 0])
     facing = np.sign(np.sum(areas)) or 1.0
@@ -279,43 +328,50 @@ def swap_face(
         np.flatnonzero(topo.kind == 3), np.flatnonzero((topo.kind == 1) | (topo.kind == 2)),
         mesh_idx[back], mesh_idx[~back],
     ])
-    ids = _rasterise(p_dest, tris, order, local_origin, (box_h, box_w)) - 1
+    ids = _rasterise(p_dest, tris, order, np.zeros(2), (box_h, box_w)) - 1
     inside = ids >= 0
-    ys, xs = np.nonzero(inside)
-    tri_of = ids[ys, xs]
-    homog = np.stack([xs, ys, np.ones_like(xs)], axis=1).astype(np.float64)
-
-    to_target = _affines(p_dest, p_target, tris)
-    to_source = _affines(p_dest, source.points, tris)
-    tmap = np.einsum("nij,nj->ni", to_target[tri_of], homog).astype(np.float32)
-    smap = np.einsum("nij,nj->ni", to_source[tri_of], homog).astype(np.float32)
-
+    if not inside.any():
+        return SwapResult((x0, y0, x1, y1), 0.0, 0.0)
+    # Outside the extended mesh the target map is the identity and the source map continues
+    # the nearest triangle's affine map, so both maps can be upsampled without seams.
+    near_y, near_x = _nearest_inside(inside)
+    tri_all = ids[near_y, near_x]
     grid_x = np.tile(np.arange(box_w, dtype=np.float32), (box_h, 1))
     grid_y = np.tile(np.arange(box_h, dtype=np.float32)[:, None], (1, box_w))
-    grid_x[ys, xs] = tmap[:, 0]
-    grid_y[ys, xs] = tmap[:, 1]
+    homog = np.stack([grid_x, grid_y, np.ones_like(grid_x)], axis=-1)
+    to_target = _affines(p_dest, p_target, tris).astype(np.float32)
+    src_image, src_factor = source.level(face_size * max(1.0, options.texture_face / options.mask_face))
+    to_source = _affines(p_dest, source.points, tris).astype(np.float32)
+    smap = np.einsum("hwij,hwj->hwi", to_source[tri_all], homog)
+    tmap = np.einsum("hwij,hwj->hwi", to_target[ids[inside]][:, None], homog[inside][:, None])[:, 0]
+    grid_x[inside] = tmap[:, 0]
+    grid_y[inside] = tmap[:, 1]
     # Target, liquified into the new proportions (identity outside the extended mesh).
     warped_target = cv2.remap(work, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    src_x = np.full((box_h, box_w), -1, np.float32)
-    src_y = np.full((box_h, box_w), -1, np.float32)
-    src_x[ys, xs] = smap[:, 0]
-    src_y[ys, xs] = smap[:, 1]
-    warped_source = cv2.remap(source.image, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lo_src_image, lo_src_factor = source.level(face_size)
+    warped_source = cv2.remap(
+        lo_src_image, (smap[..., 0] + 0.5) * lo_src_factor - 0.5, (smap[..., 1] + 0.5) * lo_src_factor - 0.5,
+        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     kind = np.full((box_h, box_w), -1, np.int8)
-    kind[ys, xs] = topo.kind[tri_of]
-    face_size = float(np.linalg.norm(p_dest[UP_VERTEX] - p_dest[CHIN_VERTEX]))
+    kind[inside] = topo.kind[ids[inside]]
 
     # --- masks ----------------------------------------------------------------------------
-    face = (kind == 0) | (kind == 1)
-    if not options.keep_inner_mouth:
-        face |= kind == 2
     hidden = np.zeros((box_h, box_w), bool)
     if back.any():
-        hidden[ys, xs] = np.isin(tri_of, mesh_idx[back])
-    face &= ~hidden
-
+        hidden[inside] = np.isin(ids[inside], mesh_idx[back])
+    region = (kind == 0) | (kind == 1) | (kind == 2)  # the face, holes and folds included
     local = p_dest.astype(np.float32)
+    # The target's own eye openings and inner mouth, filled as polygons (a smiling mouth's
+    # outline is not convex, so the hole fans alone would miss parts of it).
+    hole_loops = ([topo.lips_inner] if options.keep_inner_mouth else []) + (
+        [topo.left_eye, topo.right_eye] if options.keep_eyes else [])
+    holes = np.zeros((box_h, box_w), np.uint8)
+    if hole_loops:
+        cv2.fillPoly(holes, [np.round(local[loop] * 16).astype(np.int32) for loop in hole_loops], 1, shift=4)
+    holes = holes.astype(bool) & region
+    face = region & ~holes & ~hidden
+
     features = np.zeros((box_h, box_w), np.uint8)
     for loop in (topo.left_eye, topo.right_eye, topo.lips_outer):
         cv2.fillPoly(features, [np.round(local[loop]).astype(np.int32)], 1)
@@ -338,9 +394,14 @@ def swap_face(
     skin_sample = face & ~features & (height_above_nose > 0.12)
     if skin_sample.sum() < 200:
         skin_sample = face & ~features
-    model = _skin_model(ycrcb, skin_sample)
+    persistent = cache is not None
+    cache = {} if cache is None else cache
+    if "skin" not in cache:
+        cache["skin"] = _skin_model(ycrcb, skin_sample)
+    model = cache["skin"]
     occluded_share = 0.0
     skin = np.ones((box_h, box_w), bool)
+    occluder = np.zeros((box_h, box_w), bool)
     if options.occlusion and model is not None:
         distance = _skin_distance(ycrcb, model)
         skin = distance < 3.2
@@ -351,16 +412,17 @@ def swap_face(
         covered_features = np.zeros_like(features)
         n_feat, feat_labels = cv2.connectedComponents(features.astype(np.uint8))
         for label in range(1, n_feat):
-            region = feat_labels == label
-            ring = _grow(region, 3 * grow) & band
+            part = feat_labels == label
+            ring = _grow(part, 3 * grow) & band
             if ring.sum() > 20 and nonskin[ring].mean() > 0.5:
-                covered_features |= region
-        occluder = nonskin | (covered_features & face)
-        occluder = _shrink(_grow(occluder, radius), radius)  # closing: whole occluders
+                covered_features |= part
+        occluder = nonskin | (covered_features & region)
+        occluder = _shrink(_grow(occluder, radius), radius) & region  # closing: whole occluders
         occluded_share = float(occluder[face].mean()) if face.any() else 0.0
         face &= ~occluder
 
-    alpha = face.astype(np.float32)
+    # Outer alpha: the face with its holes filled, plus the forehead up to the hairline.
+    outer = (region & ~occluder).astype(np.float32)
     if options.forehead:
         centre = p_dest[topo.oval].mean(0)
         rel_x = (np.arange(box_w, dtype=np.float32)[None, :] - centre[0])
@@ -374,66 +436,110 @@ def swap_face(
         if n_lab > 1 and face.any():
             keep_labels = np.unique(labels[face])
             forehead *= np.isin(labels, keep_labels[keep_labels > 0])
-        alpha = np.maximum(alpha, forehead)
+        outer = np.maximum(outer, forehead)
 
     coverage = float(face.sum() / max(1, ((kind == 0) | (kind == 1)).sum()))
-    if alpha.max() <= 0:
-        frame[y0:y1, x0:x1] = _full_resolution_target(crop, grid_x, grid_y, scale)
+    base = _full_resolution_target(crop, grid_x, grid_y, lo_factor)
+    if not face.any():
+        frame[y0:y1, x0:x1] = base
         return SwapResult((x0, y0, x1, y1), 0.0, occluded_share)
 
-    # --- colour, light and grain ----------------------------------------------------------
+    # --- colour and light (statistics at the mask scale) ----------------------------------
     target_lab = cv2.cvtColor(warped_target, cv2.COLOR_RGB2LAB).astype(np.float32)
     source_lab = cv2.cvtColor(warped_source, cv2.COLOR_RGB2LAB).astype(np.float32)
-    stats_mask = (alpha > 0.5) & ~features
+    stats_mask = face & ~features
     if stats_mask.sum() < 50:
-        stats_mask = alpha > 0.5
-    t_mean, t_std = _lab_stats(target_lab, stats_mask)
-    s_mean, s_std = _lab_stats(source_lab, stats_mask)
-    gain = np.clip(t_std / s_std, 0.5, 2.0)
-    gain[0] = np.clip(gain[0], 0.7, 1.4)
-    adjusted = (source_lab - s_mean) * gain + t_mean
+        stats_mask = face
+    if "colour" not in cache:
+        t_mean, t_std = _lab_stats(target_lab, stats_mask)
+        s_mean, s_std = _lab_stats(source_lab, stats_mask)
+        gain = np.clip(t_std / s_std, 0.5, 2.0)
+        gain[0] = np.clip(gain[0], 0.7, 1.4)
+        cache["colour"] = (s_mean, gain, t_mean)
+    s_mean, gain, t_mean = cache["colour"]
     # Low-frequency lighting: the target's shading replaces the source's.
     sigma = max(2.0, face_size / 10)
     weight_map = _blur(stats_mask.astype(np.float32), sigma) + 1e-4
     t_low = _blur(target_lab[..., 0] * stats_mask, sigma) / weight_map
-    a_low = _blur(adjusted[..., 0] * stats_mask, sigma) / weight_map
-    adjusted[..., 0] += np.clip(t_low - a_low, -40, 40)
-    adjusted = np.clip(adjusted, 0, 255).astype(np.uint8)
-    result = cv2.cvtColor(adjusted, cv2.COLOR_LAB2RGB).astype(np.float32)
-    if options.grain:
-        t_gray = cv2.cvtColor(warped_target, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        r_gray = cv2.cvtColor(result.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
-        t_hf = (t_gray - cv2.GaussianBlur(t_gray, (0, 0), 1.2))[stats_mask].std()
-        r_hf = (r_gray - cv2.GaussianBlur(r_gray, (0, 0), 1.2))[stats_mask].std()
-        if r_hf > t_hf * 1.25:  # the source is sharper: soften it to the photo's focus
-            result = cv2.GaussianBlur(result, (0, 0), min(2.0, 0.6 * np.sqrt(max(r_hf**2 - t_hf**2, 0.0)) / max(t_hf, 0.5)))
-        elif t_hf > r_hf * 1.1:  # the photo is grainier: add matching grain
-            rng = np.random.default_rng(options.seed)
-            noise = rng.normal(0.0, np.sqrt(t_hf**2 - r_hf**2), size=result.shape[:2]).astype(np.float32)
-            result += noise[..., None]
+    a_low = _blur(((source_lab[..., 0] - s_mean[0]) * gain[0] + t_mean[0]) * stats_mask, sigma) / weight_map
+    light = np.clip(t_low - a_low, -40, 40)
 
-    # --- feathered blend ------------------------------------------------------------------
+    # --- the persona's texture at the texture scale -----------------------------------------
+    tex_image, tex_factor = src_image, src_factor
+    hi_smap_x = (_resize(smap[..., 0], hi_size) + 0.5) * tex_factor - 0.5
+    hi_smap_y = (_resize(smap[..., 1], hi_size) + 0.5) * tex_factor - 0.5
+    texture = cv2.remap(tex_image, hi_smap_x, hi_smap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # The tone change is worked out in Lab at the mask scale and carried to the texture as a
+    # smooth per-channel RGB ratio (Lab conversions at the texture scale cost more than the
+    # rest of the texture work; the ratio keeps the texture's fine detail).
+    toned = (source_lab - s_mean) * gain + t_mean
+    toned[..., 0] += light
+    toned = cv2.cvtColor(np.clip(toned, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+    ratio = np.clip((toned + 1.0) / (warped_source.astype(np.float32) + 1.0), 0.25, 4.0)
+    result = cv2.multiply(texture, _resize(ratio, hi_size), dtype=cv2.CV_8U)
+    if options.grain:
+        if "grain" not in cache:
+            cache["grain"] = _grain(base, result, stats_mask, hi_size)
+        mode, amount = cache["grain"]
+        if mode == "soften":  # the source is sharper: soften it to the photo's focus
+            result = cv2.GaussianBlur(result, (0, 0), amount)
+        elif mode == "noise":  # the photo is grainier: add matching grain
+            result = _add_grain(result, amount, cache if persistent else None, options.seed)
+
+    # --- feathered blend at full resolution -------------------------------------------------
+    # The outer edge is soft; the edges of what must stay the target's (eye openings, inner
+    # mouth, things in front of the face) are much sharper.
     soft = max(1.0, options.feather * face_size)
-    core = _shrink(alpha > 0.5, soft * 0.8).astype(np.float32)
-    alpha = np.where(alpha >= 0.5, alpha * core, alpha)  # erode the solid part; soft forehead weights stay
-    alpha = _blur(alpha, soft * 0.5)
+    core = _shrink(outer > 0.5, soft * 0.8).astype(np.float32)
+    outer = np.where(outer >= 0.5, outer * core, outer)  # erode the solid part; soft forehead weights stay
+    alpha = _blur(outer, soft * 0.5)
+    keep = (holes | hidden | occluder) & region
+    if keep.any():
+        edge = max(0.6, 0.012 * face_size)
+        alpha *= 1.0 - _blur(_grow(keep, edge).astype(np.float32), edge)
     alpha = np.clip(alpha, 0.0, 1.0)
-    base = _full_resolution_target(crop, grid_x, grid_y, scale)
-    if scale < 1.0:
-        size = (crop.shape[1], crop.shape[0])
-        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR)
-        result = cv2.resize(result, size, interpolation=cv2.INTER_CUBIC)
-    alpha = alpha[..., None]
-    blended = base.astype(np.float32) * (1 - alpha) + result * alpha
-    frame[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    alpha = _resize(alpha, crop_size)
+    result = _resize(result, crop_size, cv2.INTER_CUBIC)
+    frame[y0:y1, x0:x1] = cv2.blendLinear(result, base, alpha, 1.0 - alpha)
     return SwapResult((x0, y0, x1, y1), coverage, occluded_share)
 
 
-def _full_resolution_target(crop: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, scale: float) -> np.ndarray:
-    """The liquified target at the crop's own resolution (grids come from the working scale)."""
-    if scale >= 1.0:
-        return cv2.remap(crop, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+def _grain(base: np.ndarray, result: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[str, float]:
+    """Compares fine detail (high-pass std) of the target and the toned persona texture over
+    the skin: ("soften", sigma), ("noise", std) or ("none", 0)."""
+    target = cv2.cvtColor(_resize(base, size, cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    persona = cv2.cvtColor(result, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    skin = _resize(mask.astype(np.uint8), size, cv2.INTER_NEAREST).astype(bool)
+    t_hf = float((target - cv2.GaussianBlur(target, (0, 0), 1.2))[skin].std())
+    r_hf = float((persona - cv2.GaussianBlur(persona, (0, 0), 1.2))[skin].std())
+    if r_hf > t_hf * 1.25:
+        return "soften", min(2.0, 0.6 * np.sqrt(max(r_hf**2 - t_hf**2, 0.0)) / max(t_hf, 0.5))
+    if t_hf > r_hf * 1.1:
+        return "noise", float(np.sqrt(t_hf**2 - r_hf**2))
+    return "none", 0.0
+
+
+def _add_grain(result: np.ndarray, std: float, cache: dict | None, seed: int) -> np.ndarray:
+    """Adds luminance grain; across video frames (``cache`` given) a cached noise field is cut
+    at a new random place each frame (fresh grain without drawing millions of normals per frame)."""
+    h, w = result.shape[:2]
+    if cache is None:
+        noise = np.random.default_rng(seed).standard_normal((h, w), dtype=np.float32) * np.float32(std)
+        return np.clip(result + noise[..., None] + 0.5, 0, 255).astype(np.uint8)
+    rng = cache.setdefault("rng", np.random.default_rng(seed))
+    field_ = cache.get("noise")
+    if field_ is None or field_.shape[0] < 2 * h or field_.shape[1] < 2 * w:
+        field_ = cache["noise"] = rng.standard_normal((2 * h, 2 * w), dtype=np.float32)
+    y, x = rng.integers(0, field_.shape[0] - h + 1), rng.integers(0, field_.shape[1] - w + 1)
+    noise = field_[y:y + h, x:x + w] * np.float32(std)
+    return np.clip(result + noise[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def _full_resolution_target(crop: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """The liquified target at the crop's own resolution (grids come from the mask scale)."""
     size = (crop.shape[1], crop.shape[0])
-    full_x = (cv2.resize(grid_x, size, interpolation=cv2.INTER_LINEAR) + 0.5) / scale - 0.5
-    full_y = (cv2.resize(grid_y, size, interpolation=cv2.INTER_LINEAR) + 0.5) / scale - 0.5
+    if (grid_x.shape[1], grid_x.shape[0]) == size:
+        return cv2.remap(crop, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    full_x = (cv2.resize(grid_x, size, interpolation=cv2.INTER_LINEAR) + 0.5) / float(factor[0]) - 0.5
+    full_y = (cv2.resize(grid_y, size, interpolation=cv2.INTER_LINEAR) + 0.5) / float(factor[1]) - 0.5
     return cv2.remap(crop, full_x, full_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

@@ -1,14 +1,17 @@
 """Video swap: detect on key frames, track the mesh in between, smooth landmarks over time,
 swap every chosen face in every frame, verify protection on key frames.
 
-Decoding, swapping and encoding overlap (engine.media.process_video runs decode and encode on
-their own threads); the original audio is kept unless another track is given; an interrupted
+Decoding, analysis, swapping and encoding overlap (engine.media.process_video runs decode and
+encode on their own threads, and the swap of frame N runs on a swap thread while frame N+1 is
+tracked); the original audio is kept unless another track is given; an interrupted
 run leaves no output file behind.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -54,13 +57,14 @@ class Track:
     smoother: OneEuro
     distances: list[float] = field(default_factory=list)
     frames: int = 0
+    cache: dict = field(default_factory=dict)  # swap_face's per-face cache (reset on key frames)
 
 
 @dataclass(frozen=True)
 class VideoSwapOptions:
     image: ImageSwapOptions = ImageSwapOptions()
-    keyframe_interval: int = 12  # full detection every N frames (tracking in between)
-    verify_every: int = 3  # measure protection on every Nth key frame
+    keyframe_interval: int = 25  # full detection every N frames, about a second (tracking in between)
+    verify_every: int = 2  # measure protection on every Nth key frame
     audio: str = "keep"  # keep | drop | path to a replacement track
 
 
@@ -91,8 +95,6 @@ def swap_video(
     bystander_persona: Persona | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> VideoReport:
-    import time
-
     tracks: list[Track] = []
     state = {"keyframes": 0, "faces_seen": False}
     timing = {"analyse": 0.0, "swap": 0.0}
@@ -124,7 +126,9 @@ def swap_video(
                 new_tracks.append(Track(face=face, selected=id(face) in chosen, smoother=OneEuro(frame_rate)))
         tracks[:] = new_tracks
 
-    def frame_fn(index: int, rgb: np.ndarray) -> np.ndarray:
+    def frame_fn(index: int, rgb: np.ndarray) -> Future:
+        """Analysis on the caller's thread (tracking is sequential); the swap itself on the
+        swap thread, so frame N is swapped while frame N+1 is tracked."""
         started = time.perf_counter()
         keyframe = index % options.keyframe_interval == 0 or not tracks
         if keyframe:
@@ -139,27 +143,34 @@ def swap_video(
                     t.face = by_index[t.face.index]
                     survivors.append(t)
             tracks[:] = survivors
-        analysed = time.perf_counter()
-        out = rgb.copy()
         verify = keyframe and state["keyframes"] % options.verify_every == 1
+        jobs = []
         for t in tracks:
             if t.face.landmarks is None:
                 continue
-            smooth = t.smoother(t.face.landmarks[:, :2], t.face.size)
+            if keyframe:
+                t.cache = {}  # colour, skin and grain follow the lighting from key frame to key frame
+            jobs.append((t, t.face, t.smoother(t.face.landmarks[:, :2], t.face.size), t.cache))
+        timing["analyse"] += time.perf_counter() - started
+        return swapper.submit(render, rgb, jobs, verify)
+
+    def render(rgb: np.ndarray, jobs: list, verify: bool) -> np.ndarray:
+        started = time.perf_counter()
+        out = rgb.copy()
+        for t, face, smooth, cache in jobs:
             if t.selected or (image_options.bystanders == "replace" and bystander_persona is not None):
                 who = persona if t.selected else bystander_persona
-                swap_face(out, smooth, who.prepared, image_options.swap)
+                swap_face(out, smooth, who.prepared, image_options.swap, cache)
                 t.frames += 1
                 if verify and t.selected:
-                    original = analyzer.embed(rgb, t.face)
-                    refit = analyzer.track(out, [t.face])
+                    original = analyzer.embed(rgb, face)
+                    refit = analyzer.track(out, [face])
                     if refit:
                         t.distances.append(embedding_distance(analyzer.embed(out, refit[0]), original))
             elif image_options.bystanders == "blur":
-                blur_face(out, t.face)
+                blur_face(out, face)
                 t.frames += 1
-        timing["analyse"] += analysed - started
-        timing["swap"] += time.perf_counter() - analysed
+        timing["swap"] += time.perf_counter() - started
         return out
 
     def report_progress(done: int, total: int):
@@ -168,7 +179,8 @@ def swap_video(
         return True
 
     start = time.perf_counter()
-    result = process_video(src, dst, frame_fn, progress=report_progress, audio=options.audio)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap") as swapper:
+        result = process_video(src, dst, frame_fn, progress=report_progress, audio=options.audio)
     elapsed = time.perf_counter() - start
     if not state["faces_seen"]:
         Path(result.path).unlink(missing_ok=True)  # nothing was protected: leave no output behind
