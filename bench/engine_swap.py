@@ -103,7 +103,7 @@ def bench_quality_images(analyzer, personas) -> dict:
                     "item": path.name, "persona": seed, "face": r.index, "protected": r.protected,
                     "distance_to_original": None if r.distance_to_original is None else round(r.distance_to_original, 3),
                     "distance_to_persona": None if r.distance_to_persona is None else round(r.distance_to_persona, 3),
-                    "shape_strength": r.shape_strength,
+                    "shape_strength": r.shape_strength, "escalation_step": r.escalation_step,
                 })
     measured = [i for i in items if i.get("distance_to_original") is not None]
     return {

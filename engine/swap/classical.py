@@ -430,7 +430,14 @@ def swap_face(
         norm = np.sqrt(rel_x**2 + rel_y**2) + 1e-6
         upness = (rel_x * up[0] + rel_y * up[1]) / norm
         weight = np.clip((upness - 0.55) / 0.3, 0.0, 1.0)
-        forehead = (weight * ((kind == 3) & skin)).astype(np.float32)
+        # Skin in the target *and* in the persona: neither's hair, hat or background is pasted.
+        if "source_skin" not in cache:
+            cache["source_skin"] = _skin_model(cv2.cvtColor(warped_source, cv2.COLOR_RGB2YCrCb), skin_sample)
+        source_skin = np.ones((box_h, box_w), bool)
+        if cache["source_skin"] is not None:
+            source_ycrcb = cv2.cvtColor(warped_source, cv2.COLOR_RGB2YCrCb)
+            source_skin = _skin_distance(source_ycrcb, cache["source_skin"]) < 3.2
+        forehead = (weight * ((kind == 3) & skin & source_skin)).astype(np.float32)
         # only the part of the ring connected to the face (no islands of skin-coloured wall)
         n_lab, labels = cv2.connectedComponents(((forehead > 0.2) | face).astype(np.uint8))
         if n_lab > 1 and face.any():
@@ -453,7 +460,9 @@ def swap_face(
     if "colour" not in cache:
         t_mean, t_std = _lab_stats(target_lab, stats_mask)
         s_mean, s_std = _lab_stats(source_lab, stats_mask)
-        gain = np.clip(t_std / s_std, 0.5, 2.0)
+        # Contrast follows the photo within limits; chroma is amplified little (a small
+        # chroma spread amplified turns lips and cheeks garish).
+        gain = np.clip(t_std / s_std, 0.5, 1.25)
         gain[0] = np.clip(gain[0], 0.7, 1.4)
         cache["colour"] = (s_mean, gain, t_mean)
     s_mean, gain, t_mean = cache["colour"]
@@ -476,15 +485,20 @@ def swap_face(
     toned[..., 0] += light
     toned = cv2.cvtColor(np.clip(toned, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
     ratio = np.clip((toned + 1.0) / (warped_source.astype(np.float32) + 1.0), 0.25, 4.0)
-    result = cv2.multiply(texture, _resize(ratio, hi_size), dtype=cv2.CV_8U)
+    result = np.clip(texture * _resize(ratio, hi_size) + 0.5, 0, 255).astype(np.uint8)
+    # Grain and focus are compared at the frame's resolution, where the result is seen.
+    mode, amount = "none", 0.0
     if options.grain:
         if "grain" not in cache:
-            cache["grain"] = _grain(base, result, stats_mask, hi_size)
+            cache["grain"] = _grain(base, _resize(result, crop_size, cv2.INTER_CUBIC), stats_mask)
         mode, amount = cache["grain"]
-        if mode == "soften":  # the source is sharper: soften it to the photo's focus
-            result = cv2.GaussianBlur(result, (0, 0), amount)
-        elif mode == "noise":  # the photo is grainier: add matching grain
-            result = _add_grain(result, amount, cache if persistent else None, options.seed)
+    if mode == "soften":  # the source is sharper: soften it to the photo's focus
+        sigma = amount * hi_size[0] / crop_size[0]
+        if sigma >= 0.3:
+            result = cv2.GaussianBlur(result, (0, 0), sigma)
+    result = _resize(result, crop_size, cv2.INTER_CUBIC)
+    if mode == "noise":  # the photo is grainier: add matching grain
+        result = _add_grain(result, amount, cache if persistent else None, options.seed)
 
     # --- feathered blend at full resolution -------------------------------------------------
     # The outer edge is soft; the edges of what must stay the target's (eye openings, inner
@@ -499,17 +513,16 @@ def swap_face(
         alpha *= 1.0 - _blur(_grow(keep, edge).astype(np.float32), edge)
     alpha = np.clip(alpha, 0.0, 1.0)
     alpha = _resize(alpha, crop_size)
-    result = _resize(result, crop_size, cv2.INTER_CUBIC)
     frame[y0:y1, x0:x1] = cv2.blendLinear(result, base, alpha, 1.0 - alpha)
     return SwapResult((x0, y0, x1, y1), coverage, occluded_share)
 
 
-def _grain(base: np.ndarray, result: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[str, float]:
+def _grain(base: np.ndarray, result: np.ndarray, mask: np.ndarray) -> tuple[str, float]:
     """Compares fine detail (high-pass std) of the target and the toned persona texture over
-    the skin: ("soften", sigma), ("noise", std) or ("none", 0)."""
-    target = cv2.cvtColor(_resize(base, size, cv2.INTER_AREA), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    the skin, both at the frame's resolution: ("soften", sigma), ("noise", std) or ("none", 0)."""
+    target = cv2.cvtColor(base, cv2.COLOR_RGB2GRAY).astype(np.float32)
     persona = cv2.cvtColor(result, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    skin = _resize(mask.astype(np.uint8), size, cv2.INTER_NEAREST).astype(bool)
+    skin = _resize(mask.astype(np.uint8), (base.shape[1], base.shape[0]), cv2.INTER_NEAREST).astype(bool)
     t_hf = float((target - cv2.GaussianBlur(target, (0, 0), 1.2))[skin].std())
     r_hf = float((persona - cv2.GaussianBlur(persona, (0, 0), 1.2))[skin].std())
     if r_hf > t_hf * 1.25:
@@ -520,19 +533,23 @@ def _grain(base: np.ndarray, result: np.ndarray, mask: np.ndarray, size: tuple[i
 
 
 def _add_grain(result: np.ndarray, std: float, cache: dict | None, seed: int) -> np.ndarray:
-    """Adds luminance grain; across video frames (``cache`` given) a cached noise field is cut
-    at a new random place each frame (fresh grain without drawing millions of normals per frame)."""
+    """Adds luminance grain. Across video frames (``cache`` given) a noise field twice the size
+    is drawn once, as saturating uint8 offsets, and cut at a new random place each frame: fresh
+    grain for the price of two uint8 additions."""
     h, w = result.shape[:2]
     if cache is None:
         noise = np.random.default_rng(seed).standard_normal((h, w), dtype=np.float32) * np.float32(std)
         return np.clip(result + noise[..., None] + 0.5, 0, 255).astype(np.uint8)
     rng = cache.setdefault("rng", np.random.default_rng(seed))
+    std = round(std * 2) / 2  # steps of 0.5 grey levels: small changes keep the field
     field_ = cache.get("noise")
-    if field_ is None or field_.shape[0] < 2 * h or field_.shape[1] < 2 * w:
-        field_ = cache["noise"] = rng.standard_normal((2 * h, 2 * w), dtype=np.float32)
-    y, x = rng.integers(0, field_.shape[0] - h + 1), rng.integers(0, field_.shape[1] - w + 1)
-    noise = field_[y:y + h, x:x + w] * np.float32(std)
-    return np.clip(result + noise[..., None] + 0.5, 0, 255).astype(np.uint8)
+    if field_ is None or field_[0].shape[0] < h + 16 or field_[0].shape[1] < w + 16 or field_[2] != std:
+        noise = np.round(rng.standard_normal((2 * h, 2 * w), dtype=np.float32) * np.float32(std))
+        noise = np.repeat(np.clip(noise, -127, 127)[..., None], 3, axis=2)
+        field_ = cache["noise"] = (np.maximum(noise, 0).astype(np.uint8), np.maximum(-noise, 0).astype(np.uint8), std)
+    y, x = rng.integers(0, field_[0].shape[0] - h + 1), rng.integers(0, field_[0].shape[1] - w + 1)
+    brighter, darker = field_[0][y:y + h, x:x + w], field_[1][y:y + h, x:x + w]
+    return cv2.subtract(cv2.add(result, brighter), darker)
 
 
 def _full_resolution_target(crop: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, factor: np.ndarray) -> np.ndarray:

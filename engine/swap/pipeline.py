@@ -2,9 +2,10 @@
 
 Protection is measured, not assumed: after each face is swapped the output face is re-fitted
 and embedded, and its identity distance to the original face and to the persona is reported.
-When the output is still within the same-person threshold of the original, the shape transfer
-is strengthened and the face swapped again; if that is still not enough the face is reported
-as unprotected (``protected=False``) rather than claimed as a success.
+When the output is still within the same-person threshold of the original, the swap is
+strengthened (``ImageSwapOptions.escalation``: stronger shape transfer, then the persona's own
+eyes and full texture detail) and the face swapped again; if that is still not enough the face
+is reported as unprotected (``protected=False``) rather than claimed as a success.
 """
 from __future__ import annotations
 
@@ -48,7 +49,14 @@ class ImageSwapOptions:
     bystanders: str = "keep"  # keep | blur | replace
     swap: SwapOptions = SwapOptions()
     threshold: float = SAME_PERSON
-    strengths: tuple[float, ...] = (0.6, 0.85, 1.0)  # shape transfer tried in turn until protected
+    # Tried in turn until the face is protected: stronger shape transfer, then also the persona's
+    # own eyes and full texture detail (no softening to the photo's focus).
+    escalation: tuple[dict, ...] = (
+        {"shape_strength": 0.6},
+        {"shape_strength": 0.85},
+        {"shape_strength": 1.0},
+        {"shape_strength": 1.0, "keep_eyes": False, "grain": False},
+    )
 
 
 @dataclass
@@ -60,6 +68,7 @@ class FaceReport:
     distance_to_original: float | None = None
     distance_to_persona: float | None = None
     shape_strength: float | None = None
+    escalation_step: int | None = None  # index into ImageSwapOptions.escalation that was kept
     occluded: float | None = None
     mouth_open: tuple[float, float] | None = None  # (input, output)
     eye_open: tuple[float, float] | None = None  # mean of both eyes (input, output)
@@ -85,12 +94,15 @@ def _swap_verified(
 ) -> FaceReport:
     original_embedding = analyzer.embed(original, face)
     best: tuple[np.ndarray, FaceReport] | None = None
-    for strength in options.strengths:
+    for number, step in enumerate(options.escalation):
         candidate = frame.copy()
-        result = swap_face(candidate, face.landmarks, persona.prepared, replace(options.swap, shape_strength=strength))
+        swap_options = replace(options.swap, **step)
+        strength = swap_options.shape_strength
+        result = swap_face(candidate, face.landmarks, persona.prepared, swap_options)
         refit = _refit(analyzer, candidate, face)
         report = FaceReport(
-            index=face.index, box=face.box, action="swapped", shape_strength=strength, occluded=result.occluded,
+            index=face.index, box=face.box, action="swapped", shape_strength=strength, escalation_step=number,
+            occluded=result.occluded,
         )
         if refit is None:
             report.protected = None  # the output face can no longer be found: nothing to compare

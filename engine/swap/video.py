@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -66,6 +66,10 @@ class VideoSwapOptions:
     keyframe_interval: int = 25  # full detection every N frames, about a second (tracking in between)
     verify_every: int = 2  # measure protection on every Nth key frame
     audio: str = "keep"  # keep | drop | path to a replacement track
+    # Video frames are seen in motion and re-compressed: the persona texture and the masks are
+    # worked at smaller face sizes than for photos (see engine.swap.classical.SwapOptions).
+    texture_face: float = 240.0
+    mask_face: float = 128.0
 
 
 @dataclass
@@ -100,6 +104,7 @@ def swap_video(
     timing = {"analyse": 0.0, "swap": 0.0}
     frame_rate = float(probe_video(src).fps)  # the smoother works in real time, not in frames
     image_options = options.image
+    swap_options = replace(image_options.swap, texture_face=options.texture_face, mask_face=options.mask_face)
 
     def refresh(rgb: np.ndarray) -> None:
         faces = analyzer.analyze(rgb)
@@ -135,7 +140,7 @@ def swap_video(
             refresh(rgb)
             state["keyframes"] += 1
         else:
-            refitted = analyzer.track(rgb, [t.face for t in tracks])
+            refitted = analyzer.track(rgb, [t.face for t in tracks], fast=True)
             by_index = {f.index: f for f in refitted}
             survivors = []
             for t in tracks:
@@ -148,8 +153,8 @@ def swap_video(
         for t in tracks:
             if t.face.landmarks is None:
                 continue
-            if keyframe:
-                t.cache = {}  # colour, skin and grain follow the lighting from key frame to key frame
+            if keyframe:  # colour, skin and grain follow the lighting from key frame to key frame
+                t.cache = {k: v for k, v in t.cache.items() if k in ("noise", "rng")}
             jobs.append((t, t.face, t.smoother(t.face.landmarks[:, :2], t.face.size), t.cache))
         timing["analyse"] += time.perf_counter() - started
         return swapper.submit(render, rgb, jobs, verify)
@@ -160,7 +165,7 @@ def swap_video(
         for t, face, smooth, cache in jobs:
             if t.selected or (image_options.bystanders == "replace" and bystander_persona is not None):
                 who = persona if t.selected else bystander_persona
-                swap_face(out, smooth, who.prepared, image_options.swap, cache)
+                swap_face(out, smooth, who.prepared, swap_options, cache)
                 t.frames += 1
                 if verify and t.selected:
                     original = analyzer.embed(rgb, face)

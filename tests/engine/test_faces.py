@@ -718,3 +718,15 @@ def test_track_refits_faces_without_detection(analyzer, analyzed):
     for old, new in zip(faces, tracked):
         span = np.linalg.norm(old.landmarks[33, :2] - old.landmarks[263, :2])
         assert np.abs(new.landmarks[:, :2] - old.landmarks[:, :2]).mean() < 0.1 * span
+
+
+@pytest.mark.corpus
+def test_fast_tracking_agrees_with_full_tracking(analyzer, analyzed):
+    rgb, faces = analyzed("group_obama_biden_2faces.jpg")
+    full = analyzer.track(rgb, faces)
+    fast = analyzer.track(rgb, faces, fast=True)
+    assert [f.index for f in fast] == [f.index for f in full] == [0, 1]
+    for a, b in zip(full, fast):
+        span = np.linalg.norm(a.landmarks[33, :2] - a.landmarks[263, :2])
+        assert np.abs(a.landmarks[:, :2] - b.landmarks[:, :2]).mean() < 0.05 * span
+        assert "irises" in a.extras and "irises" not in b.extras  # the iris model was skipped

@@ -662,6 +662,49 @@ def test_frame_fn_may_modify_in_place_or_return_none(sample_mp4, tmp_path):
         assert np.abs(mirrored.rgb[:, ::-1].astype(int) - original.rgb).mean() < 4
 
 
+def test_frame_fn_may_return_futures_finished_on_another_thread(sample_mp4, tmp_path):
+    """Frames handed back as futures are written in their own order, whatever order the worker
+    threads finish them in, and no more than ``lookahead`` are in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def finish(index, rgb):
+        time.sleep(0.004 * (index % 3))  # later frames sometimes finish first
+        out = rgb.copy()
+        out[:, :, 0] = index * 8 % 256  # the frame's number, readable after encoding
+        with lock:
+            in_flight[0] -= 1
+        return out
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        def frame_fn(index, rgb):
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            return pool.submit(finish, index, rgb)
+
+        result = process_video(sample_mp4, tmp_path / "async.mp4", frame_fn, audio="drop", lookahead=2)
+    assert result.frames == N and peak[0] <= 3
+    reds = [float(f.rgb[:, :, 0].mean()) for f in iter_frames(result.path)]
+    assert np.allclose(reds, [i * 8 % 256 for i in range(N)], atol=6)
+
+
+def test_a_failing_future_fails_the_run_and_cancels_the_rest(sample_mp4, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def finish(index, rgb):
+        if index == 9:
+            raise RuntimeError("swap crashed")
+        return rgb
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with pytest.raises(RuntimeError, match="swap crashed"):
+            process_video(sample_mp4, tmp_path / "x.mp4", lambda i, rgb: pool.submit(finish, i, rgb))
+    assert list(tmp_path.iterdir()) == [] and media_threads() == []
+
+
 def test_frame_fn_returning_wrong_shape_fails_cleanly(sample_mp4, tmp_path):
     with pytest.raises(ValueError, match="shape"):
         process_video(sample_mp4, tmp_path / "bad.mp4", lambda i, rgb: rgb[:10])

@@ -88,6 +88,60 @@ def test_open_mouth_keeps_the_targets_inner_mouth(source):
     assert np.abs(frame[inner].astype(int) - target[inner].astype(int)).mean() < 3
 
 
+def test_eye_openings_stay_the_targets_own(source):
+    """Blinks and gaze follow the target: the eye openings are the target's pixels (unless
+    keep_eyes is off, when the persona's eyes are painted in)."""
+    lm = face_landmarks((300, 260), 240)
+    target = draw_face((640, 480), lm, SKIN)
+    eyes = np.zeros(target.shape[:2], np.uint8)
+    for loop in (topology().left_eye, topology().right_eye):
+        cv2.fillPoly(eyes, [np.round(lm[loop]).astype(np.int32)], 1)
+    target[eyes.astype(bool)] = (20, 160, 40)  # green eyes: nothing like the persona's
+    inner = cv2.erode(eyes, np.ones((5, 5), np.uint8)).astype(bool)
+    kept, painted = target.copy(), target.copy()
+    swap_face(kept, lm, source, SwapOptions(shape_strength=0.0))
+    swap_face(painted, lm, source, SwapOptions(shape_strength=0.0, keep_eyes=False))
+    assert inner.sum() > 30
+    assert np.abs(kept[inner].astype(int) - target[inner].astype(int)).mean() < 4
+    assert np.abs(painted[inner].astype(int) - target[inner].astype(int)).mean() > 30
+
+
+def test_video_cache_reuses_colour_and_grain_between_frames(source):
+    lm = face_landmarks((300, 260), 240)
+    target = draw_face((640, 480), lm, SKIN)
+    cache: dict = {}
+    first, second = target.copy(), target.copy()
+    swap_face(first, lm, source, SwapOptions(), cache)
+    assert {"skin", "colour", "grain"} <= set(cache)
+    colour = cache["colour"]
+    shifted = lm + np.array([3.0, 2.0])  # the next frame: the face moved a little
+    swap_face(second, shifted, source, SwapOptions(), cache)
+    assert cache["colour"] is colour  # statistics were reused, not recomputed
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 0.1  # but the frame was swapped anew
+    alone = target.copy()
+    swap_face(alone, lm, source, SwapOptions())
+    assert np.abs(alone.astype(int) - first.astype(int)).mean() < 1.0  # same result without a cache
+
+
+def test_persona_hair_or_background_is_not_pasted_onto_the_forehead(source):
+    lm = face_landmarks((300, 260), 240)
+    target = draw_face((640, 480), lm, SKIN)
+    # The target's forehead above the mesh is skin; the persona has a red band there.
+    ring = np.zeros(target.shape[:2], np.uint8)
+    oval = lm[topology().oval]
+    centre = oval.mean(0)
+    cv2.fillConvexPoly(ring, np.round(centre + 1.5 * (oval - centre)).astype(np.int32), 1)
+    target[ring.astype(bool) & (np.arange(480)[:, None] < 200)] = SKIN
+    image = source.image.copy()
+    image[:60] = (230, 20, 20)
+    red_source = prepare_source(image, source.landmarks)
+    frame = target.copy()
+    swap_face(frame, lm, red_source)
+    top = frame[:200]
+    red = (top[..., 0].astype(int) - top[..., 1].astype(int) > 90)
+    assert red.sum() < 20
+
+
 def test_something_in_front_of_the_face_stays_in_front(source):
     lm = face_landmarks((300, 240), 260)
     target = draw_face((640, 480), lm, SKIN)
