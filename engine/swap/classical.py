@@ -431,11 +431,11 @@ def swap_face(
         upness = (rel_x * up[0] + rel_y * up[1]) / norm
         weight = np.clip((upness - 0.55) / 0.3, 0.0, 1.0)
         # Skin in the target *and* in the persona: neither's hair, hat or background is pasted.
+        source_ycrcb = cv2.cvtColor(warped_source, cv2.COLOR_RGB2YCrCb)
         if "source_skin" not in cache:
-            cache["source_skin"] = _skin_model(cv2.cvtColor(warped_source, cv2.COLOR_RGB2YCrCb), skin_sample)
+            cache["source_skin"] = _skin_model(source_ycrcb, skin_sample)
         source_skin = np.ones((box_h, box_w), bool)
         if cache["source_skin"] is not None:
-            source_ycrcb = cv2.cvtColor(warped_source, cv2.COLOR_RGB2YCrCb)
             source_skin = _skin_distance(source_ycrcb, cache["source_skin"]) < 3.2
         forehead = (weight * ((kind == 3) & skin & source_skin)).astype(np.float32)
         # only the part of the ring connected to the face (no islands of skin-coloured wall)
