@@ -101,18 +101,15 @@ def prepare_embedding(rgb: np.ndarray, landmarks: np.ndarray, predictor=None) ->
 def forward_embedding(encoder, data: EmbeddingInput) -> np.ndarray:
     """dlib's ResNet on the aligned chip of ``data`` (dlib's own chip extraction): the raw 128
     floats. ``encoder`` is a :class:`engine.faces.dlib_resnet.DlibResNet` (dlib's weights on
-    OpenVINO, ~20x faster than dlib-bin and without holding the GIL) or dlib's own
-    ``face_recognition_model_v1``."""
+    OpenVINO, ~20x faster than dlib-bin and without holding the GIL)."""
     import dlib
+
+    from .dlib_resnet import chip_from_shape
 
     rect = dlib.rectangle(*data.rect)
     parts = [dlib.point(int(round(x)), int(round(y))) for x, y in data.points]
     shape = dlib.full_object_detection(rect, parts)
-    if hasattr(encoder, "embed_chips"):
-        from .dlib_resnet import chip_from_shape
-
-        return encoder.embed_chips(chip_from_shape(data.image, shape)[None])[0]
-    return np.asarray(encoder.compute_face_descriptor(data.image, shape, 0, 0.25), dtype=np.float64)
+    return encoder.embed_chips(chip_from_shape(data.image, shape)[None])[0]
 
 
 def normalize_embedding(raw: np.ndarray) -> np.ndarray:

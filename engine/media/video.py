@@ -927,8 +927,8 @@ def process_video(
     (H, W, 3) uint8 array it may modify in place; return an array of the same shape (or
     ``None`` to keep the frame), or a ``concurrent.futures.Future`` of one, so that the frame
     can be finished on another thread while the next ones are read (at most ``lookahead``
-    frames are in flight; they are written in order; pending ones are cancelled on error). ``progress(done, total)`` is called on the caller's thread
-    after each frame (``total`` is the probed frame count, never below ``done``); raising
+    frames are in flight; they are written in order; pending ones are cancelled on error).
+    ``progress(done, total)`` is called on the caller's thread after each frame (``total`` is the probed frame count, never below ``done``); raising
     ``Cancelled`` or returning ``False`` stops the run promptly.
 
     ``audio``: ``"keep"`` (AAC in MP4/MOV is stream-copied, anything else re-encoded to AAC),

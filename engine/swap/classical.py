@@ -340,7 +340,6 @@ def swap_face(
     grid_y = np.tile(np.arange(box_h, dtype=np.float32)[:, None], (1, box_w))
     homog = np.stack([grid_x, grid_y, np.ones_like(grid_x)], axis=-1)
     to_target = _affines(p_dest, p_target, tris).astype(np.float32)
-    src_image, src_factor = source.level(face_size * max(1.0, options.texture_face / options.mask_face))
     to_source = _affines(p_dest, source.points, tris).astype(np.float32)
     smap = np.einsum("hwij,hwj->hwi", to_source[tri_all], homog)
     tmap = np.einsum("hwij,hwj->hwi", to_target[ids[inside]][:, None], homog[inside][:, None])[:, 0]
@@ -474,7 +473,7 @@ def swap_face(
     light = np.clip(t_low - a_low, -40, 40)
 
     # --- the persona's texture at the texture scale -----------------------------------------
-    tex_image, tex_factor = src_image, src_factor
+    tex_image, tex_factor = source.level(face_size * max(1.0, options.texture_face / options.mask_face))
     hi_smap_x = (_resize(smap[..., 0], hi_size) + 0.5) * tex_factor - 0.5
     hi_smap_y = (_resize(smap[..., 1], hi_size) + 0.5) * tex_factor - 0.5
     texture = cv2.remap(tex_image, hi_smap_x, hi_smap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
