@@ -33,3 +33,7 @@ class NoFaceFound(EngineError):
 
 class Cancelled(EngineError):
     """The caller cancelled the operation through its progress callback."""
+
+
+class GenerationFailed(EngineError):
+    """No generated candidate passed the checks (or none was unique enough) within the attempts."""

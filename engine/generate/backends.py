@@ -1,0 +1,95 @@
+"""Avatar generators behind one interface, chosen by name (the site's SAFEFACE_GENERATOR).
+
+* ``stylegan`` (embedded default): MobileStyleGAN FFHQ on OpenVINO, the sampled style edited
+  along the learnt attribute directions.
+* ``diffusers`` (production): a diffusion pipeline from the models folder, prompted from the same
+  attributes. Its loader lives with the production GPU backends; this module gives it a name,
+  the prompt it is driven with, and a clear message where it is not installed.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Protocol
+
+import numpy as np
+
+from engine.errors import ModelMissing
+from engine.generate import stylegan
+from engine.generate.directions import edit_style, load_directions
+from engine.models import MANIFEST
+
+
+class AvatarBackend(Protocol):
+    name: str
+    model_hash: str
+
+    def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:
+        """The RGB uint8 face for ``seed`` rendered towards ``targets`` (attribute -> value)."""
+
+
+class StyleGANBackend:
+    name = "stylegan2-ffhq-mobile"
+
+    def __init__(self, device: str = "CPU", options: stylegan.GeneratorOptions = stylegan.GeneratorOptions()) -> None:
+        self.device = device
+        self.options = options
+        self.directions = load_directions()
+        weights = sorted(e.sha256 for e in MANIFEST if e.group == "generator")
+        self.model_hash = hashlib.sha256(":".join([*weights, self.directions.sha256]).encode()).hexdigest()
+
+    def style(self, seed: int, targets: dict[str, str]) -> np.ndarray:
+        return edit_style(stylegan.style_for_seed(seed, self.options, self.device), targets, self.directions)
+
+    def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:
+        return stylegan.normalize_image(stylegan.forward_synthesis(self.style(seed, targets), self.device))
+
+
+def diffusion_prompt(targets: dict[str, str]) -> tuple[str, str]:
+    """(prompt, negative prompt) for a frontal passport-style portrait with these attributes."""
+    words = {
+        "age_band": {"young": "in their twenties", "adult": "in their late thirties", "middle": "in their fifties", "senior": "in their seventies"},
+        "gender": {"feminine": "woman", "masculine": "man"},
+        "skin_tone": {"light": "light skin", "medium": "medium brown skin", "deep": "deep dark skin"},
+        "hair_colour": {"black": "black hair", "brown": "brown hair", "blonde": "blonde hair", "red": "red hair", "grey": "grey hair"},
+        "hair_length": {"short": "short hair", "long": "long hair past the shoulders"},
+        "expression": {"neutral": "neutral expression", "smile": "gentle smile"},
+        "glasses": {"yes": "wearing glasses", "no": ""},
+        "facial_hair": {"yes": "with a beard", "no": "clean-shaven"},
+        "background": {"light": "plain light grey background", "dark": "plain dark background"},
+    }
+    subject = words["gender"].get(targets.get("gender", ""), "person")
+    parts = [f"photo portrait of a {subject}"]
+    parts += [words[k][v] for k, v in targets.items() if k != "gender" and words.get(k, {}).get(v)]
+    parts += ["looking straight at the camera", "forehead visible", "soft even studio light", "sharp focus", "85mm"]
+    negative = "profile, turned head, hands, hat, hair over forehead, heavy make-up, harsh shadows, text, watermark, cartoon, painting, blurry, deformed"
+    return ", ".join(parts), negative
+
+
+class DiffusersBackend:
+    """Production generator (Mobius / SDXL / SD1.5 from SAFEFACE_MODELS_DIR). The loader is part
+    of the GPU backends (issue 7); until it is installed this backend says so clearly."""
+
+    name = "diffusers"
+    model_hash = ""
+
+    def __init__(self, device: str = "cuda") -> None:
+        raise ModelMissing(
+            "The diffusers avatar generator is not installed on this worker; set SAFEFACE_GENERATOR=stylegan "
+            "or install the GPU backends."
+        )
+
+    def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:  # pragma: no cover - see __init__
+        raise NotImplementedError
+
+
+BACKENDS = {"stylegan": StyleGANBackend, "diffusers": DiffusersBackend}
+
+
+@functools.lru_cache(maxsize=4)
+def get_backend(name: str = "stylegan") -> AvatarBackend:
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ModelMissing(f"Unknown avatar generator {name!r}; choose one of {', '.join(BACKENDS)}.") from None
+    return factory()

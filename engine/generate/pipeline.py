@@ -1,0 +1,158 @@
+"""Avatar generation: candidates made to a request, measured, checked and kept when they match.
+
+``generate_avatars(request, seed=..., options=..., avoid=...)`` is what the site's generation job
+calls. For each attempt it derives a candidate seed, renders that candidate with the configured
+backend (StyleGAN on OpenVINO by default: a sampled style edited along learnt attribute
+directions, see ``engine.generate.directions``), measures it (``engine.generate.measure``),
+drops it when it fails the swap-source checks or sits within ``uniqueness_margin`` of an
+existing avatar (``avoid``: their identity embeddings) or of a candidate already kept, and stops
+once ``count`` candidates match every requested attribute. Candidates that match only partly
+fill the remaining places, and say which attributes they missed.
+
+Unrequested skin tone, gender presentation and age are drawn uniformly for each candidate (from
+its seed), so that "any" does not inherit the training set's skew.
+
+``render_avatar(seed, request)`` renders the very same image again from a candidate's seed.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.errors import GenerationFailed
+from engine.faces.analyzer import FaceAnalyzer
+from engine.generate.attributes import CHOICES, AttributeRequest
+from engine.generate.backends import AvatarBackend, get_backend
+from engine.generate.measure import Measurement, measure_face, source_problems
+
+ProgressFn = Callable[[float, str], None]
+
+# Attributes drawn uniformly per candidate when the request leaves them open (fair sampling).
+FAIR_ATTRIBUTES = ("skin_tone", "gender", "age_band")
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    count: int = 4  # candidates wanted
+    max_attempts: int = 24  # candidates rendered at most
+    uniqueness_margin: float = 0.6  # least identity distance to every other avatar
+    backend: str = "stylegan"  # "stylegan" (embedded) or "diffusers" (production, issue 7)
+    fair: bool = True  # draw open skin tone / gender / age uniformly
+
+
+@dataclass
+class Candidate:
+    seed: int
+    image: np.ndarray  # RGB uint8, square
+    embedding: np.ndarray  # (128,) float32 dlib identity descriptor
+    measured: dict  # attribute -> measured value key, plus "monk" (1-10), "ita", "age" (years)
+    matched: dict[str, bool]  # requested attribute -> measured value equals the request
+    checks: dict = field(default_factory=dict)  # swap-source check figures
+    generator: str = ""
+    model_hash: str = ""
+
+    @property
+    def match_count(self) -> int:
+        return sum(self.matched.values())
+
+    @property
+    def matches_all(self) -> bool:
+        return all(self.matched.values())
+
+
+def candidate_seed(seed: int, attempt: int) -> int:
+    """The seed of attempt ``attempt`` of a job seeded ``seed`` (stable, 31-bit)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, attempt]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def render_targets(seed: int, request: AttributeRequest, *, fair: bool = True) -> dict[str, str]:
+    """The attribute values a candidate is rendered towards: the request, plus (when ``fair``)
+    a uniform draw for each open attribute of FAIR_ATTRIBUTES, from the candidate's seed."""
+    targets = request.as_dict()
+    if fair:
+        rng = np.random.default_rng([seed, 7])
+        for name in FAIR_ATTRIBUTES:
+            values = sorted(CHOICES[name])
+            drawn = values[int(rng.integers(len(values)))]
+            targets.setdefault(name, drawn)
+    return targets
+
+
+def render_avatar(seed: int, request: AttributeRequest, backend: str = "stylegan", *, fair: bool = True) -> np.ndarray:
+    """The image of the candidate with this seed, exactly as it was generated."""
+    return get_backend(backend).render(seed, render_targets(seed, request, fair=fair))
+
+
+def _min_distance(embedding: np.ndarray, others: np.ndarray | None) -> float:
+    if others is None or len(others) == 0:
+        return float("inf")
+    return float(np.min(np.linalg.norm(np.asarray(others, np.float32) - embedding[None, :], axis=1)))
+
+
+def _candidate(seed: int, image: np.ndarray, m: Measurement, embedding: np.ndarray, request: AttributeRequest, backend: AvatarBackend) -> Candidate:
+    measured = dict(m.labels)
+    measured.update({"monk": int(m.raw["monk"]), "ita": round(float(m.raw["ita"]), 1), "age": round(float(m.raw["age"]), 1)})
+    checks = {k: round(float(m.raw[k]), 4) for k in ("yaw", "pitch", "roll", "sharpness", "forehead_skin", "symmetry", "beside_face_texture")}
+    return Candidate(
+        seed=seed,
+        image=image,
+        embedding=embedding.astype(np.float32),
+        measured=measured,
+        matched=m.matches(request.as_dict()),
+        checks=checks,
+        generator=backend.name,
+        model_hash=backend.model_hash,
+    )
+
+
+def generate_avatars(
+    request: AttributeRequest,
+    *,
+    seed: int,
+    options: GenerationOptions = GenerationOptions(),
+    avoid: np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+    analyzer: FaceAnalyzer | None = None,
+) -> list[Candidate]:
+    """Up to ``options.count`` checked, unique candidates for ``request``; best matches first.
+
+    Raises GenerationFailed when no attempt produced a usable face."""
+    backend = get_backend(options.backend)
+    analyzer = analyzer or FaceAnalyzer.default()
+    kept: list[Candidate] = []
+    rejected: dict[str, int] = {}
+    report = progress or (lambda percent, stage: None)
+    started = time.perf_counter()
+    for attempt in range(options.max_attempts):
+        full = sum(c.matches_all for c in kept)
+        if full >= options.count:
+            break
+        done = max(full / options.count, attempt / options.max_attempts)
+        report(min(99.0, 100.0 * done), f"Generating and checking faces ({min(len(kept), options.count)} of {options.count} ready)")
+        cseed = candidate_seed(seed, attempt)
+        image = backend.render(cseed, render_targets(cseed, request, fair=options.fair))
+        m = measure_face(image, analyzer, embed=False)
+        problems = source_problems(m)
+        if problems:
+            for problem in problems:
+                rejected[problem] = rejected.get(problem, 0) + 1
+            continue
+        embedding = analyzer.embed(m.analysed_image, m.face)
+        others = np.array([c.embedding for c in kept]) if kept else None
+        if min(_min_distance(embedding, avoid), _min_distance(embedding, others)) < options.uniqueness_margin:
+            rejected["too close to an existing persona"] = rejected.get("too close to an existing persona", 0) + 1
+            continue
+        kept.append(_candidate(cseed, image, m, embedding, request, backend))
+    if not kept:
+        reasons = ", ".join(f"{k} ({v})" for k, v in sorted(rejected.items(), key=lambda kv: -kv[1]))
+        raise GenerationFailed(
+            f"None of the {options.max_attempts} faces generated for these attributes passed our checks"
+            + (f" ({reasons})" if reasons else "")
+            + ". Try again, or leave some attributes open."
+        )
+    kept.sort(key=lambda c: -c.match_count)  # stable: earlier attempts first among equals
+    report(100.0, f"{len(kept[: options.count])} faces ready in {time.perf_counter() - started:.1f} s")
+    return kept[: options.count]
