@@ -150,6 +150,8 @@ JOB_TIMEOUT_SECONDS = env.int("JOB_TIMEOUT_SECONDS", 3600, min_value=60)
 JOB_STALE_SECONDS = env.int("JOB_STALE_SECONDS", 120, min_value=10)
 JOB_HEARTBEAT_SECONDS = env.int("JOB_HEARTBEAT_SECONDS", 15, min_value=0)
 JOB_RENUDGE_SECONDS = env.int("JOB_RENUDGE_SECONDS", 600, min_value=30)
+# Avatar generator on the gpu workers: the embedded StyleGAN or a diffusers pipeline (GPU backends).
+AVATAR_GENERATOR = env.choice("SAFEFACE_GENERATOR", ("stylegan", "diffusers"), "stylegan")
 Q_CLUSTER = {
     "name": env.str("Q_PREFIX", "safeface"),
     "workers": env.int("Q_WORKERS", 2, min_value=1),

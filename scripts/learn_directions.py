@@ -66,22 +66,26 @@ MEASURES = {
 
 # attribute -> value -> [(measure, lo, hi)] in measure units
 TARGETS = {
-    "skin_tone": {"light": [("ita", 74, 88)], "medium": [("ita", 25, 55)], "deep": [("ita", -40, -15)]},
-    "age_band": {"young": [("age", 22, 28)], "adult": [("age", 34, 42)], "middle": [("age", 49, 56)], "senior": [("age", 64, 78)]},
+    "skin_tone": {"light": [("ita", 74, 86)], "medium": [("ita", 30, 58)], "deep": [("ita", -35, -15)]},
+    "age_band": {"young": [("age", 23, 28)], "adult": [("age", 34, 42)], "middle": [("age", 49, 56)], "senior": [("age", 64, 78)]},
     "gender": {"feminine": [("gender_logit", 2.5, 4.0)], "masculine": [("gender_logit", -4.0, -2.5)]},
     "expression": {"smile": [("smile", 0.24, 0.32)], "neutral": [("smile", -0.02, 0.07)]},
-    "glasses": {"yes": [("glasses", 1.2, 1.6)], "no": [("glasses", 0.12, 0.3)]},
-    "facial_hair": {"yes": [("facial_hair", 0.68, 0.85)], "no": [("facial_hair", 0.05, 0.3)]},
-    "hair_length": {"long": [("hair_long_share", 0.6, 0.9)], "short": [("hair_long_share", 0.0, 0.08)]},
+    "glasses": {"yes": [("glasses", 1.1, 1.5)], "no": [("glasses", 0.15, 0.3)]},
+    "facial_hair": {"yes": [("facial_hair", 0.75, 0.95)], "no": [("facial_hair", 0.02, 0.25)]},
+    "hair_length": {"long": [("hair_long_share", 0.7, 0.95)], "short": [("hair_long_share", 0.0, 0.05)]},
     "background": {"light": [("background_l", 72, 90)], "dark": [("background_l", 12, 32)]},
     "hair_colour": {
-        "black": [("hair_l", 10, 18)],
-        "brown": [("hair_l", 27, 38), ("hair_a", 6, 12)],
-        "blonde": [("hair_l", 60, 72), ("hair_chroma", 20, 30)],
-        "red": [("hair_a", 20, 28), ("hair_l", 35, 50)],
-        "grey": [("hair_chroma", 2, 7), ("hair_l", 58, 72)],
+        "black": [("hair_l", 10, 17)],
+        "brown": [("hair_l", 27, 38), ("hair_a", 6, 11)],
+        "blonde": [("hair_l", 60, 70), ("hair_chroma", 18, 26)],
+        "red": [("hair_a", 17, 24), ("hair_l", 35, 50)],
+        "grey": [("hair_chroma", 2, 6), ("hair_l", 55, 70)],
     },
 }
+
+# directions kept in place when an attribute is edited (what the attribute's own direction drags
+# along in FFHQ: darker skin comes with darker, warmer exposures)
+HOLDS = {"skin_tone": ["background_l"], "hair_colour": ["background_l"]}
 
 # always on: what makes a face fit to be a swap source
 CONSTRAINTS = {
@@ -109,22 +113,30 @@ def main() -> None:
     raws = [raws[i] for i in keep]
     names = list(MEASURES)
     vectors, calibration, report = [], {}, {"samples": len(raws), "ridge": RIDGE, "measures": {}}
+    rng = np.random.default_rng(0)
+    held_out = rng.random(len(raws)) < 0.2  # R^2 is reported on samples the fit did not see
+
+    def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        xc = x - x.mean(axis=0)
+        coef = np.linalg.solve(xc.T @ xc + RIDGE * np.eye(xc.shape[1]), xc.T @ (y - y.mean()))
+        return coef / np.linalg.norm(coef)
+
     for name in names:
         y = np.array([MEASURES[name](r) for r in raws], np.float64)
         ok = np.isfinite(y)
-        x = styles[ok].astype(np.float64)
-        xc = x - x.mean(axis=0)
-        yc = y[ok] - y[ok].mean()
-        coef = np.linalg.solve(xc.T @ xc + RIDGE * np.eye(xc.shape[1]), xc.T @ yc)
-        direction = coef / np.linalg.norm(coef)
-        p = x @ direction
+        train, test = ok & ~held_out, ok & held_out
+        probe = fit(styles[train].astype(np.float64), y[train])
+        slope, intercept = np.polyfit(styles[train] @ probe, y[train], 1)
+        residual = y[test] - (slope * (styles[test] @ probe) + intercept)
+        r2 = 1 - np.var(residual) / np.var(y[test])
+        direction = fit(styles[ok].astype(np.float64), y[ok])  # final: every sample
+        p = styles[ok] @ direction
         slope, intercept = np.polyfit(p, y[ok], 1)
-        r2 = 1 - np.var(y[ok] - (slope * p + intercept)) / np.var(y[ok])
         vectors.append(direction.astype(np.float32))
         calibration[name] = (slope, intercept)
-        report["measures"][name] = {"r2": round(float(r2), 3), "samples": int(ok.sum()),
+        report["measures"][name] = {"held_out_r2": round(float(r2), 3), "samples": int(ok.sum()),
                                     "projection_sd": round(float(np.std(p)), 3)}
-        print(f"{name:22s} R2 {r2:.2f}  n={ok.sum()}")
+        print(f"{name:22s} held-out R2 {r2:.2f}  n={ok.sum()}")
 
     def projection_range(measure: str, lo: float, hi: float) -> list:
         slope, intercept = calibration[measure]
@@ -136,7 +148,7 @@ def main() -> None:
         for attribute, values in TARGETS.items()
     }
     constraints = {name: projection_range(*spec) for name, spec in CONSTRAINTS.items()}
-    meta = {"names": names, "targets": targets, "constraints": constraints, "samples": len(raws),
+    meta = {"names": names, "targets": targets, "constraints": constraints, "holds": HOLDS, "samples": len(raws),
             "truncation": options.truncation}
     np.savez_compressed(args.out, vectors=np.stack(vectors), meta=json.dumps(meta))
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ avatar (a frontal head, a plain background beside the face, an even light), whic
 candidates fit to be swap sources.
 
 Editing (``edit_style``) moves a style the least distance that brings each active projection into
-its range (InterFaceGAN-style conditional editing: one minimal-norm step in the span of the active
+its range while the ``holds`` of the edited attributes keep their projection (InterFaceGAN-style conditional editing: one minimal-norm step in the span of the active
 directions, so fixing one attribute does not drag the others along).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,13 @@ class Directions:
     targets: dict  # attribute -> value -> [[direction index, lo, hi], ...]
     constraints: dict  # name -> [direction index, lo, hi], applied to every avatar
     sha256: str
+    holds: dict = field(default_factory=dict)  # attribute -> direction names kept where they are when it is edited
+
+    def held(self, wanted: dict[str, str]) -> list[int]:
+        """Directions kept at their current projection: what an edit would otherwise drag along
+        (a darker skin tone must not come from a darker exposure)."""
+        names = {n for attribute in wanted for n in self.holds.get(attribute, [])}
+        return [self.names.index(n) for n in sorted(names) if n in self.names]
 
     def ranges(self, wanted: dict[str, str]) -> list[tuple[int, float, float]]:
         active = list(self.constraints.values())
@@ -50,7 +57,8 @@ def load_directions(path: Path = DIRECTIONS_FILE) -> Directions:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         vectors = data["vectors"].astype(np.float32)
-    return Directions(vectors, tuple(meta["names"]), meta["targets"], meta["constraints"], hashlib.sha256(raw).hexdigest())
+    return Directions(vectors, tuple(meta["names"]), meta["targets"], meta["constraints"],
+                      hashlib.sha256(raw).hexdigest(), meta.get("holds", {}))
 
 
 def edit_style(style: np.ndarray, wanted: dict[str, str], directions: Directions) -> np.ndarray:
@@ -59,7 +67,9 @@ def edit_style(style: np.ndarray, wanted: dict[str, str], directions: Directions
     if not ranges:
         return style
     flat = np.asarray(style, np.float64).reshape(-1)
-    rows, deltas = [], []
+    active = {index for index, _, _ in ranges}
+    rows = [directions.vectors[i].astype(np.float64) for i in directions.held(wanted) if i not in active]
+    deltas = [0.0] * len(rows)
     for index, lo, hi in ranges:
         vector = directions.vectors[index].astype(np.float64)
         p = float(vector @ flat)

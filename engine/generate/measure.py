@@ -373,26 +373,17 @@ def _forehead_skin_share(al: Aligned, skin: np.ndarray) -> float:
     return float(np.mean(_distance(pixels, skin) < 18.0))
 
 
-_MIRROR: list[np.ndarray] = []  # mirror partner of each mesh point, learnt from the first face
-
-
 def _mirror_index(centred: np.ndarray) -> np.ndarray:
-    """For each mesh point, its mirror partner across the midline: the nearest point of the
-    mirrored mesh. The pairing is a property of the mesh topology, so it is computed once, from
-    the first near-frontal face measured, and reused."""
-    if _MIRROR:
-        return _MIRROR[0]
+    """For each mesh point, the nearest point of the mesh mirrored across the head's midline."""
     mirrored = centred[:, :2] * np.array([-1.0, 1.0])
-    index = np.linalg.norm(centred[:, None, :2] - mirrored[None, :, :], axis=-1).argmin(axis=1)
-    if np.mean(index[index] == np.arange(len(index))) > 0.9:  # a clean, symmetric pairing
-        _MIRROR.append(index)
-    return index
+    return np.linalg.norm(centred[:, None, :2] - mirrored[None, :, :], axis=-1).argmin(axis=1)
 
 
 def _symmetry(landmarks: np.ndarray) -> float:
     """Mean mismatch of mirrored mesh points (in the head's own frame, relative to the eye
-    distance): a well-formed face ~0.02-0.05; GAN artefacts (melted eyes, odd jaws) and strong
-    asymmetric expressions score higher."""
+    distance): a well-formed frontal face ~0.02-0.05 (turned heads score higher, which the pose
+    check refuses anyway); GAN artefacts (melted eyes, odd jaws) and strongly asymmetric
+    expressions score higher."""
     from engine.faces.geometry import head_axes
 
     p = np.asarray(landmarks, np.float64)
@@ -480,7 +471,7 @@ MIN_EYE_OPEN = 0.18
 MIN_FOREHEAD_SKIN = 0.6
 MAX_CHEEK_L_DIFFERENCE = 15.0
 MAX_BESIDE_FACE_TEXTURE = 70.0
-MAX_SYMMETRY = 0.1
+MAX_SYMMETRY = 0.08
 MIN_SHARPNESS = 25.0
 MIN_PRESENCE = 0.9
 MIN_AGE = 17.0  # personas are adults
