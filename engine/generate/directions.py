@@ -24,7 +24,7 @@ import numpy as np
 from engine.errors import ModelMissing
 
 DIRECTIONS_FILE = Path(__file__).with_name("directions.npz")
-INWARD = 0.25  # a projection outside its range is moved this share of the range inside it
+INWARD = 0.5  # a projection outside its range is moved this share of the range inside it (0.5: the middle)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,26 +127,35 @@ def generate_avatars(
     rejected: dict[str, int] = {}
     report = progress or (lambda percent, stage: None)
     started = time.perf_counter()
-    for attempt in range(options.max_attempts):
-        full = sum(c.matches_all for c in kept)
-        if full >= options.count:
-            break
-        done = max(full / options.count, attempt / options.max_attempts)
-        report(min(99.0, 100.0 * done), f"Generating and checking faces ({min(len(kept), options.count)} of {options.count} ready)")
+    # The next candidate renders on a second thread (OpenVINO releases the GIL) while this one
+    # is measured and checked.
+    def render(attempt: int) -> tuple[int, np.ndarray]:
         cseed = candidate_seed(seed, attempt)
-        image = backend.render(cseed, render_targets(cseed, request, fair=options.fair))
-        m = measure_face(image, analyzer, embed=False)
-        problems = source_problems(m)
-        if problems:
-            for problem in problems:
-                rejected[problem] = rejected.get(problem, 0) + 1
-            continue
-        embedding = analyzer.embed(m.analysed_image, m.face)
-        others = np.array([c.embedding for c in kept]) if kept else None
-        if min(_min_distance(embedding, avoid), _min_distance(embedding, others)) < options.uniqueness_margin:
-            rejected["too close to an existing persona"] = rejected.get("too close to an existing persona", 0) + 1
-            continue
-        kept.append(_candidate(cseed, image, m, embedding, request, backend))
+        return cseed, backend.render(cseed, render_targets(cseed, request, fair=options.fair))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render") as pool:
+        pending = pool.submit(render, 0)
+        for attempt in range(options.max_attempts):
+            cseed, image = pending.result()
+            pending = pool.submit(render, attempt + 1) if attempt + 1 < options.max_attempts else None
+            done = max(sum(c.matches_all for c in kept) / options.count, attempt / options.max_attempts)
+            report(min(99.0, 100.0 * done), f"Generating and checking faces ({min(len(kept), options.count)} of {options.count} ready)")
+            m = measure_face(image, analyzer, embed=False)
+            problems = source_problems(m)
+            if problems:
+                for problem in problems:
+                    rejected[problem] = rejected.get(problem, 0) + 1
+                continue
+            embedding = analyzer.embed(m.analysed_image, m.face)
+            others = np.array([c.embedding for c in kept]) if kept else None
+            if min(_min_distance(embedding, avoid), _min_distance(embedding, others)) < options.uniqueness_margin:
+                rejected["too close to an existing persona"] = rejected.get("too close to an existing persona", 0) + 1
+                continue
+            kept.append(_candidate(cseed, image, m, embedding, request, backend))
+            if sum(c.matches_all for c in kept) >= options.count:
+                break
+        if pending is not None:
+            pending.cancel()
     if not kept:
         reasons = ", ".join(f"{k} ({v})" for k, v in sorted(rejected.items(), key=lambda kv: -kv[1]))
         raise GenerationFailed(

@@ -27,10 +27,8 @@ result down.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
-import importlib.util
 import io
 import json
 import math
@@ -162,22 +160,68 @@ def verify(key: bytes, image_bytes: bytes, fields: dict, signature: str) -> bool
 # --------------------------------------------------------------------------- watermark
 
 
-@functools.cache
-def _dwt_dct_svd():
-    """invisible-watermark's ``EmbedDwtDctSvd`` class.
+def _dct_matrix(n: int = 4) -> np.ndarray:
+    """Orthonormal DCT-II matrix (what ``cv2.dct`` applies to a float block: D @ B @ D.T)."""
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    d = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    d[0] /= np.sqrt(2.0)
+    return d
 
-    ``import imwatermark`` imports its rivaGan module, which imports torch at module level; the
-    dwtDctSvd module itself needs only numpy, OpenCV and PyWavelets. So it is loaded from its
-    file, without running the package's ``__init__``.
-    """
-    spec = importlib.util.find_spec("imwatermark")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("invisible-watermark is not installed (bin/setup installs it from requirements/nodeps.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "dwtDctSvd.py"
-    module_spec = importlib.util.spec_from_file_location("_safeface_imwatermark_dwtdctsvd", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.EmbedDwtDctSvd
+
+_DCT4 = _dct_matrix()
+_BLOCK = 4
+
+
+def _u_plane_blocks(bgr: np.ndarray):
+    """YUV of the image, the Haar approximation band of its U plane (cropped to a multiple of 4
+    pixels) with the detail bands, and the band's full 4x4 blocks as a (n, 4, 4) array in
+    row-major order (block ``k`` carries payload bit ``k % 64``)."""
+    import cv2
+    import pywt
+
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+    rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
+    approx, details = pywt.dwt2(yuv[:rows, :cols, 1], "haar")
+    br, bc = approx.shape[0] // _BLOCK, approx.shape[1] // _BLOCK
+    blocks = approx[: br * _BLOCK, : bc * _BLOCK].reshape(br, _BLOCK, bc, _BLOCK).swapaxes(1, 2).reshape(-1, _BLOCK, _BLOCK)
+    return yuv, (rows, cols), approx, details, blocks, (br, bc)
+
+
+def _largest_singular_values(blocks: np.ndarray):
+    """SVD of every block's DCT (batched)."""
+    return np.linalg.svd(_DCT4 @ blocks @ _DCT4.T)
+
+
+def _watermark_embed_bgr(bgr: np.ndarray) -> np.ndarray:
+    """dwtDctSvd embedding, as invisible-watermark defines it, for all blocks at once: in the
+    Haar approximation band of the U plane, each 4x4 block's DCT has its largest singular value
+    quantised by ``_WATERMARK_SCALE`` to encode one payload bit (the package loops over the
+    blocks in Python; this gives the same pixels about three times faster)."""
+    import cv2
+    import pywt
+
+    yuv, (rows, cols), approx, (h, v, d), blocks, (br, bc) = _u_plane_blocks(bgr)
+    bits = np.asarray(_watermark_bits(), np.float64)
+    u, sv, vt = _largest_singular_values(blocks)
+    wanted = bits[np.arange(len(blocks)) % WATERMARK_BITS]
+    sv[:, 0] = (sv[:, 0] // _WATERMARK_SCALE + 0.25 + 0.5 * wanted) * _WATERMARK_SCALE
+    changed = _DCT4.T @ ((u * sv[:, None, :]) @ vt) @ _DCT4
+    approx[: br * _BLOCK, : bc * _BLOCK] = changed.reshape(br, bc, _BLOCK, _BLOCK).swapaxes(1, 2).reshape(br * _BLOCK, bc * _BLOCK)
+    # The reference implementation puts the detail bands back as (vertical, horizontal, diagonal);
+    # doing the same keeps its decoder (and files marked by it) compatible.
+    plane = pywt.idwt2((approx, (v, h, d)), "haar")
+    yuv[:rows, :cols, 1] = plane.astype(yuv.dtype)  # same cast (truncation) as numpy slice assignment
+    return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
+
+
+def _watermark_bits_read_bgr(bgr: np.ndarray) -> np.ndarray:
+    _, _, _, _, blocks, _ = _u_plane_blocks(bgr)
+    sv = np.linalg.svd(_DCT4 @ blocks @ _DCT4.T, compute_uv=False)
+    scores = (sv[:, 0] % _WATERMARK_SCALE) > _WATERMARK_SCALE * 0.5
+    index = np.arange(len(blocks)) % WATERMARK_BITS
+    means = np.bincount(index, weights=scores, minlength=WATERMARK_BITS) / np.maximum(np.bincount(index, minlength=WATERMARK_BITS), 1)
+    return (means * 255 > 127).astype(np.uint8)
 
 
 def _watermark_bits() -> list[int]:
@@ -203,9 +247,7 @@ def watermark_embed(rgb: np.ndarray) -> np.ndarray:
     _check_rgb(rgb)
     if not watermark_fits(*rgb.shape[:2]):
         raise ValueError(f"{rgb.shape[1]} x {rgb.shape[0]} is too small for the watermark (at least 256 x 256)")
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    embedder = _dwt_dct_svd()(_watermark_bits(), wmLen=WATERMARK_BITS, scales=[0, _WATERMARK_SCALE, 0])
-    out = embedder.encode(bgr)
+    out = _watermark_embed_bgr(np.ascontiguousarray(rgb[:, :, ::-1]))
     return np.ascontiguousarray(out[:, :, ::-1])
 
 
@@ -214,9 +256,7 @@ def watermark_read(rgb: np.ndarray) -> bytes:
     _check_rgb(rgb)
     if not watermark_fits(*rgb.shape[:2]):
         raise ValueError(f"{rgb.shape[1]} x {rgb.shape[0]} is too small to carry the watermark")
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    decoder = _dwt_dct_svd()([], wmLen=WATERMARK_BITS, scales=[0, _WATERMARK_SCALE, 0])
-    bits = np.asarray(decoder.decode(bgr), dtype=np.uint8)
+    bits = _watermark_bits_read_bgr(np.ascontiguousarray(rgb[:, :, ::-1]))
     return np.packbits(bits).tobytes()
 
 

@@ -216,3 +216,16 @@ def test_fair_draws_are_uniform_and_seeded():
     assert all(150 <= tones.count(t) <= 250 for t in ("light", "medium", "deep"))
     assert render_targets(42, AttributeRequest()) == render_targets(42, AttributeRequest())
     assert render_targets(42, AttributeRequest(), fair=False) == {}
+
+
+def test_edit_holds_what_an_attribute_would_drag_along():
+    from dataclasses import replace
+
+    directions = replace(_toy_directions(), holds={"glasses": ["ab"]})
+    style = np.zeros((1, 512), np.float32)
+    before = float(directions.vectors[2] @ style[0])
+    edited = edit_style(style, {"glasses": "yes"}, directions)
+    assert 2.0 <= edited[0, 0] <= 3.0
+    assert float(directions.vectors[2] @ edited[0]) == pytest.approx(before, abs=1e-5)
+    free = edit_style(style, {"glasses": "yes"}, _toy_directions())
+    assert float(directions.vectors[2] @ free[0]) != pytest.approx(before, abs=1e-3)

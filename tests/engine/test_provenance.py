@@ -479,3 +479,33 @@ def test_corpus_photos_carry_no_watermark_and_keep_ours_through_jpeg(corpus):
     print(f"\n{checked} corpus photos: none carried the mark; ours survived JPEG q85 in all "
           f"(at most {worst} of 64 bits wrong)")
     assert checked >= 15
+
+
+def _reference_dwt_dct_svd():
+    """invisible-watermark's own dwtDctSvd class, loaded from its file (the package __init__
+    imports torch for rivaGan)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("imwatermark")
+    path = Path(list(spec.submodule_search_locations)[0]) / "dwtDctSvd.py"
+    module_spec = importlib.util.spec_from_file_location("_reference_dwtdctsvd", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.EmbedDwtDctSvd
+
+
+def test_vectorised_watermark_matches_the_reference_implementation():
+    from engine.media import provenance
+
+    rng = np.random.default_rng(3)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (516, 771, 3), dtype=np.uint8), (7, 7), 2)
+    bits = [int(b) for b in np.unpackbits(np.frombuffer(provenance.WATERMARK_TEXT, np.uint8))]
+    reference = _reference_dwt_dct_svd()(bits, wmLen=64, scales=[0, provenance._WATERMARK_SCALE, 0])
+    expected = reference.encode(np.ascontiguousarray(rgb[:, :, ::-1]))[:, :, ::-1]
+    ours = provenance.watermark_embed(rgb)
+    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
+    assert np.mean(ours != expected) < 1e-4
+    decoder = _reference_dwt_dct_svd()([], wmLen=64, scales=[0, provenance._WATERMARK_SCALE, 0])
+    assert np.packbits(np.asarray(decoder.decode(np.ascontiguousarray(ours[:, :, ::-1])), np.uint8)).tobytes() == provenance.WATERMARK_TEXT
+    assert provenance.watermark_read(expected.copy()) == provenance.WATERMARK_TEXT
