@@ -67,7 +67,7 @@ MEASURES = {
 # attribute -> value -> [(measure, lo, hi)] in measure units
 TARGETS = {
     "skin_tone": {"light": [("ita", 74, 86)], "medium": [("ita", 30, 58)], "deep": [("ita", -35, -15)]},
-    "age_band": {"young": [("age", 23, 28)], "adult": [("age", 34, 42)], "middle": [("age", 49, 56)], "senior": [("age", 64, 78)]},
+    "age_band": {"young": [("age", 23, 28)], "adult": [("age", 38, 46)], "middle": [("age", 56, 66)], "senior": [("age", 78, 95)]},
     "gender": {"feminine": [("gender_logit", 2.5, 4.0)], "masculine": [("gender_logit", -4.0, -2.5)]},
     "expression": {"smile": [("smile", 0.24, 0.32)], "neutral": [("smile", -0.02, 0.07)]},
     "glasses": {"yes": [("glasses", 1.1, 1.5)], "no": [("glasses", 0.15, 0.3)]},

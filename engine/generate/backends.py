@@ -39,7 +39,7 @@ class StyleGANBackend:
         self.model_hash = hashlib.sha256(":".join([*weights, self.directions.sha256]).encode()).hexdigest()
 
     def style(self, seed: int, targets: dict[str, str]) -> np.ndarray:
-        return edit_style(stylegan.style_for_seed(seed, self.options, self.device), targets, self.directions)
+        return edit_style(stylegan.style_for_seed(seed, self.options, self.device), targets, self.directions, seed)
 
     def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:
         return stylegan.normalize_image(stylegan.forward_synthesis(self.style(seed, targets), self.device))

@@ -24,7 +24,7 @@ import numpy as np
 from engine.errors import ModelMissing
 
 DIRECTIONS_FILE = Path(__file__).with_name("directions.npz")
-INWARD = 0.5  # a projection outside its range is moved this share of the range inside it (0.5: the middle)
+MARGIN = 0.15  # a projection outside its range lands at a random point at least this share inside it
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,12 @@ def load_directions(path: Path = DIRECTIONS_FILE) -> Directions:
                       hashlib.sha256(raw).hexdigest(), meta.get("holds", {}))
 
 
-def edit_style(style: np.ndarray, wanted: dict[str, str], directions: Directions) -> np.ndarray:
-    """``style`` (1, 512) moved the least distance that puts every active projection in range."""
+def edit_style(style: np.ndarray, wanted: dict[str, str], directions: Directions, seed: int = 0) -> np.ndarray:
+    """``style`` (1, 512) moved the least distance that puts every active projection in range.
+
+    A projection already in range stays; one outside lands at a point drawn (from ``seed``) in
+    the inner part of the range, so edited faces keep their variety instead of all converging on
+    one value per attribute."""
     ranges = directions.ranges(wanted)
     if not ranges:
         return style
@@ -70,11 +74,13 @@ def edit_style(style: np.ndarray, wanted: dict[str, str], directions: Directions
     active = {index for index, _, _ in ranges}
     rows = [directions.vectors[i].astype(np.float64) for i in directions.held(wanted) if i not in active]
     deltas = [0.0] * len(rows)
+    rng = np.random.default_rng([seed, 11])
     for index, lo, hi in ranges:
         vector = directions.vectors[index].astype(np.float64)
         p = float(vector @ flat)
-        inside = INWARD * (hi - lo)
-        target = lo + inside if p < lo else hi - inside if p > hi else p
+        inner = (lo + MARGIN * (hi - lo), hi - MARGIN * (hi - lo))
+        draw = float(rng.uniform(*inner))  # drawn for every range, so draws do not depend on p
+        target = p if lo <= p <= hi else draw
         rows.append(vector)
         deltas.append(target - p)
     matrix = np.stack(rows)

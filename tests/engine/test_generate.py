@@ -186,7 +186,7 @@ def test_generate_avatars_returns_checked_unique_candidates_that_render_again(ge
         assert source_problems(measure_face(c.image, analyzer, embed=False)) == []
         assert np.array_equal(render_avatar(c.seed, request), c.image)
     if len(candidates) == 2:
-        assert np.linalg.norm(candidates[0].embedding - candidates[1].embedding) >= 0.6
+        assert np.linalg.norm(candidates[0].embedding - candidates[1].embedding) >= GenerationOptions().uniqueness_margin
 
 
 def test_generate_avatars_avoids_existing_personas(generator_models, analyzer):
@@ -196,7 +196,7 @@ def test_generate_avatars_avoids_existing_personas(generator_models, analyzer):
     again = generate_avatars(AttributeRequest(), seed=5, options=GenerationOptions(count=1, max_attempts=6),
                              analyzer=analyzer, avoid=np.array([first[0].embedding]))
     assert again[0].seed != first[0].seed
-    assert np.linalg.norm(again[0].embedding - first[0].embedding) >= 0.6
+    assert np.linalg.norm(again[0].embedding - first[0].embedding) >= GenerationOptions().uniqueness_margin
 
 
 def test_generate_avatars_fails_clearly_when_nothing_passes(generator_models, analyzer):
