@@ -108,7 +108,7 @@ def cached_wheels(folder: Path) -> list[Path]:
 def test_manifest_is_complete_and_consistent():
     assert models.check_manifest() == []
     names = [e.name for e in models.MANIFEST]
-    assert len(names) == len(set(names)) == 10
+    assert len(names) == len(set(names)) == 14
     for e in models.MANIFEST:
         assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0
         assert e.size > 0 and e.license.strip() and e.description.strip()
@@ -119,6 +119,8 @@ def test_manifest_is_complete_and_consistent():
     # licences: the generator weights are StyleGAN2-FFHQ derived, hence non-commercial
     assert {e.commercial_use for e in models.MANIFEST if e.group == "generator"} == {False}
     assert {e.commercial_use for e in models.MANIFEST if e.group == "faces"} == {True}
+    # the age/gender nets that label generated faces state no licence: treated as non-commercial
+    assert {e.commercial_use for e in models.MANIFEST if e.group == "labels"} == {False}
     with pytest.raises(dataclasses.FrozenInstanceError):
         models.MANIFEST[0].size = 1  # type: ignore[misc]
     # the platform-specific mediapipe wheel is pinned to one platform
