@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -137,7 +138,7 @@ def main() -> None:
         per_attribute[name] = round(float(np.mean(shares)), 3)
 
     results = {
-        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "seconds_per_avatar": round(statistics.median(per_avatar), 3),
         "seconds_per_avatar_nothing_requested": round(statistics.median(any_request), 3),

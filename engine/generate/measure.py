@@ -52,7 +52,8 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 AGE_BUCKETS = ((0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
 CAFFE_MEAN = (78.4263377603, 87.7689143744, 114.895847746)  # BGR means of the Adience training set
 
-# Thresholds on the raw figures (chosen on labelled contact sheets, see bench/avatar_*).
+# Thresholds on the raw figures, chosen on contact sheets of the 2,500 samples of
+# scripts/avatar_samples.py sorted by each figure.
 SMILE_THRESHOLD = 0.15
 GLASSES_THRESHOLD = 0.8
 FACIAL_HAIR_THRESHOLD = 0.55
@@ -453,7 +454,7 @@ def labels_from_raw(raw: dict) -> dict[str, str]:
     labels = {
         "age_band": age_band(raw["age"]),
         "gender": "feminine" if raw["feminine"] >= 0.5 else "masculine",
-        "skin_tone": monk_group(monk_from_ita(raw["ita"])),
+        "skin_tone": monk_group(raw["monk"]),
         "expression": "smile" if raw["smile"] >= SMILE_THRESHOLD else "neutral",
         "glasses": "yes" if raw["glasses"] >= GLASSES_THRESHOLD else "no",
         "facial_hair": "yes" if raw["facial_hair"] >= FACIAL_HAIR_THRESHOLD else "no",
