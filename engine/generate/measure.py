@@ -46,6 +46,10 @@ CHEEKS = (50, 280, 205, 425)
 JAW = (172, 397)  # lower jaw, subject's right/left
 TEMPLES = (54, 284)
 BROW_TOPS = (105, 334)
+EYE_RIGHT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+EYE_LEFT = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)
+LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
@@ -362,6 +366,26 @@ def _facial_hair(al: Aligned, lower_cheek_l: float) -> float:
     return float(np.mean(pixels[:, 0] < lower_cheek_l - 10.0))
 
 
+def _lip_colour_excess(al: Aligned, skin: np.ndarray) -> float:
+    """How much more saturated the lips are than the skin (Lab chroma): natural lips ~5-15,
+    lipstick well above."""
+    lips = al.polygon(LIPS_OUTER) & ~al.polygon(LIPS_INNER)
+    pixels = al.lab[lips]
+    if len(pixels) < 10:
+        return 0.0
+    lip = np.median(pixels, axis=0)
+    return float(math.hypot(lip[1], lip[2]) - math.hypot(skin[1], skin[2]))
+
+
+def _eye_darkness(al: Aligned, skin: np.ndarray) -> float:
+    """Skin lightness minus the 75th-percentile lightness inside the eye openings: open eyes show
+    bright sclera (~10-30), dark glasses hide them (much more)."""
+    pixels = al.lab[al.polygon(EYE_RIGHT) | al.polygon(EYE_LEFT)]
+    if len(pixels) < 10:
+        return 100.0
+    return float(skin[0] - np.percentile(pixels[:, 0], 75))
+
+
 def _forehead_skin_share(al: Aligned, skin: np.ndarray) -> float:
     p = al.points
     brows_y = p[list(BROW_TOPS), 1].min()
@@ -430,6 +454,8 @@ def measure_face(rgb: np.ndarray, analyzer: FaceAnalyzer | None = None, *, embed
         "glasses": _glasses(al),
         "facial_hair": _facial_hair(al, skin_extra["lower_cheek_l"]),
         "forehead_skin": _forehead_skin_share(al, skin),
+        "lip_colour_excess": _lip_colour_excess(al, skin),
+        "eye_darkness": _eye_darkness(al, skin),
         "symmetry": _symmetry(face.landmarks),
         "yaw": float(face.pose.yaw),
         "pitch": float(face.pose.pitch),
@@ -476,6 +502,8 @@ MAX_SYMMETRY = 0.08
 MIN_SHARPNESS = 25.0
 MIN_PRESENCE = 0.9
 MIN_AGE = 17.0  # personas are adults
+MAX_LIP_COLOUR_EXCESS = 30.0  # lip chroma over skin chroma: lipstick (natural lips ~5-15)
+MAX_EYE_DARKNESS = 50.0  # skin minus bright eye lightness: dark glasses (open eyes ~10-35)
 
 
 def source_problems(m: Measurement) -> list[str]:
@@ -500,6 +528,10 @@ def source_problems(m: Measurement) -> list[str]:
         problems.append("distorted face (mesh asymmetry)")
     if r["sharpness"] < MIN_SHARPNESS:
         problems.append("blurred")
+    if r["eye_darkness"] > MAX_EYE_DARKNESS:
+        problems.append("eyes hidden behind dark glasses")
+    if r["lip_colour_excess"] > MAX_LIP_COLOUR_EXCESS:
+        problems.append("strong make-up")
     if r["age"] < MIN_AGE:
         problems.append("looks like a child")
     if r["presence"] < MIN_PRESENCE:

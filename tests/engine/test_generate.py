@@ -229,3 +229,28 @@ def test_edit_holds_what_an_attribute_would_drag_along():
     assert float(directions.vectors[2] @ edited[0]) == pytest.approx(before, abs=1e-5)
     free = edit_style(style, {"glasses": "yes"}, _toy_directions())
     assert float(directions.vectors[2] @ free[0]) != pytest.approx(before, abs=1e-3)
+
+
+def test_source_problems_name_each_failed_check():
+    from engine.generate.measure import Measurement, source_problems
+
+    fit = {"yaw": 1.0, "pitch": -2.0, "roll": 0.0, "eye_open": [0.3, 0.3], "forehead_skin": 0.98,
+           "cheek_l_difference": 2.0, "beside_face_texture": 30.0, "symmetry": 0.03, "sharpness": 200.0,
+           "presence": 1.0, "age": 30.0, "eye_darkness": 20.0, "lip_colour_excess": 10.0}
+    assert source_problems(Measurement(faces=1, raw=fit)) == []
+    cases = {
+        "head not frontal": {"yaw": 25.0},
+        "eyes not open": {"eye_open": [0.05, 0.3]},
+        "forehead covered by hair": {"forehead_skin": 0.3},
+        "strong shadow on one side": {"cheek_l_difference": 25.0},
+        "busy background beside the face": {"beside_face_texture": 90.0},
+        "distorted face (mesh asymmetry)": {"symmetry": 0.2},
+        "blurred": {"sharpness": 5.0},
+        "face not confirmed by the mesh": {"presence": 0.5},
+        "looks like a child": {"age": 8.0},
+        "eyes hidden behind dark glasses": {"eye_darkness": 70.0},
+        "strong make-up": {"lip_colour_excess": 40.0},
+    }
+    for problem, change in cases.items():
+        assert source_problems(Measurement(faces=1, raw={**fit, **change})) == [problem], problem
+    assert source_problems(Measurement(faces=2, raw=fit)) == ["more than one face"]
