@@ -40,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Union
+from typing import Callable, Iterator, Mapping, NamedTuple, Union
 
 import av
 import cv2
@@ -741,11 +741,14 @@ class _Writer:
         preset: str,
         threads: int | None,
         x264_params: str | None,
+        metadata: Mapping[str, str] | None = None,
     ):
         # The movie timescale (edit lists) defaults to 1/1000 s, which would round the video
         # duration to the millisecond: use the video track's own timescale instead.
         options = {"movflags": "+faststart", "movie_timescale": str(_track_timescale(source.time_base))}
         self.out = av.open(str(tmp), mode="w", format="mp4", options=options)
+        if metadata:
+            self.out.metadata.update({str(k): str(v) for k, v in metadata.items()})
         self.audio: _AudioTrack | None = None
         self.frames = 0
         self.end_ticks = 0
@@ -918,6 +921,7 @@ def process_video(
     max_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
     queue_size: int = 6,
     lookahead: int = 2,
+    metadata: Mapping[str, str] | None = None,
 ) -> ProcessResult:
     """Decode ``src``, pass every frame through ``frame_fn`` and write an H.264 (yuv420p, CRF
     ``crf``, x264 ``preset`` plus ``x264_params``) + AAC MP4 at ``dst``. ``threads``: decoder
@@ -934,6 +938,9 @@ def process_video(
     ``audio``: ``"keep"`` (AAC in MP4/MOV is stream-copied, anything else re-encoded to AAC),
     ``"drop"``, or the path of a replacement audio file (re-encoded to AAC unless it is AAC in
     MP4/M4A, and cut at the end of the video).
+
+    ``metadata``: container tags to write (e.g. ``{"comment": ...}``); nothing of the input's
+    metadata is ever copied.
 
     Nothing is left at ``dst`` (nor a temp file next to it) unless the run completes. Raises
     the typed errors of :func:`probe_video`, ``Cancelled``, and whatever ``frame_fn`` raises.
@@ -963,7 +970,8 @@ def process_video(
         tmp = temp_path_for(dst, ".mp4")
         try:
             writer = _Writer(
-                tmp, source, audio=audio, crf=crf, preset=preset, threads=threads, x264_params=x264_params
+                tmp, source, audio=audio, crf=crf, preset=preset, threads=threads, x264_params=x264_params,
+                metadata=metadata,
             )
         except EngineError:
             raise

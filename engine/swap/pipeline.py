@@ -6,17 +6,22 @@ When the output is still within the same-person threshold of the original, the s
 strengthened (``ImageSwapOptions.escalation``: stronger shape transfer, then the persona's own
 eyes and full texture detail) and the face swapped again; if that is still not enough the face
 is reported as unprotected (``protected=False``) rather than claimed as a success.
+
+One job can put several personas on one photo or video: each :class:`Target` names a face (by
+index, photos only) or a person (by identity embedding) and the persona that replaces them; every
+other face is a bystander. The single-persona form (``persona=`` with ``ImageSwapOptions.faces``)
+goes through the same assignment (face -> target number or bystander) as the targets form.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from engine.errors import Cancelled, NoFaceFound
-from engine.faces import Face, FaceAnalyzer, embedding_distance, select_faces
+from engine.faces import Face, FaceAnalyzer, FaceIndexOutOfRange, NoMatchingFace, embedding_distance, select_faces
 from engine.swap.classical import PreparedSource, SwapOptions, prepare_source, swap_face, topology
 
 SAME_PERSON = 0.6
@@ -31,6 +36,26 @@ class Persona:
     face: Face
     embedding: np.ndarray
     prepared: PreparedSource = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """One face (or person) to replace and the persona that replaces it.
+
+    ``index``: the face's index in the analysed photo (photos only; see
+    :func:`engine.faces.sort_faces`). ``reference``: the 128-d identity embedding of the person
+    to replace; every face within the threshold of it (and nearer to it than to any other
+    target's reference) gets this target's persona. An index match wins over a reference match.
+    """
+
+    persona: Persona
+    index: int | None = None
+    reference: np.ndarray | None = None
+
+
+# An assignment for one analysed image: faces (index order) -> position in the targets, or None
+# for a bystander. Raises NoFaceFound (or a subclass) when the request selects no face.
+Assigner = Callable[[list[Face], np.ndarray], list["int | None"]]
 
 
 def prepare_persona(rgb: np.ndarray, analyzer: FaceAnalyzer) -> Persona:
@@ -72,6 +97,7 @@ class FaceReport:
     occluded: float | None = None
     mouth_open: tuple[float, float] | None = None  # (input, output)
     eye_open: tuple[float, float] | None = None  # mean of both eyes (input, output)
+    target: int | None = None  # position in the swap's targets (0 with a single persona); None: bystander
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -141,30 +167,138 @@ def blur_face(frame: np.ndarray, face: Face) -> None:
     frame[:] = np.clip(frame * (1 - alpha) + blurred * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
+def _plural(n: int) -> str:
+    return "no faces" if n == 0 else ("1 face" if n == 1 else f"{n} faces")
+
+
+def assign_targets(
+    faces: Sequence[Face],
+    targets: Sequence[Target],
+    *,
+    threshold: float,
+    rgb: np.ndarray,
+    embedder: Callable[[np.ndarray, Face], np.ndarray],
+) -> list[int | None]:
+    """For each face (in the order given): the position in ``targets`` of the target that
+    replaces it, or None for a bystander.
+
+    A face whose index a target names goes to that target; any other face goes to the target
+    with the nearest ``reference`` when that is within ``threshold`` (faces are embedded with
+    ``embedder`` only when some target has a reference). Raises :class:`FaceIndexOutOfRange`
+    for an index the image does not have and :class:`NoMatchingFace` when no face matches any
+    target."""
+    by_index: dict[int, int] = {}
+    for number, target in enumerate(targets):
+        if target.index is None:
+            continue
+        if not 0 <= target.index < len(faces):
+            raise FaceIndexOutOfRange(
+                f"Target {number} names face {target.index}, but the photo has {_plural(len(faces))}"
+                + (f" (indexes 0-{len(faces) - 1})." if faces else ".")
+            )
+        by_index.setdefault(target.index, number)
+    references = [
+        (number, np.asarray(t.reference, np.float64).reshape(-1))
+        for number, t in enumerate(targets) if t.reference is not None
+    ]
+    assignment: list[int | None] = []
+    closest = float("inf")
+    for face in faces:
+        number = by_index.get(face.index)
+        if number is None and references:
+            embedding = np.asarray(embedder(rgb, face), np.float64)
+            distances = [(float(np.linalg.norm(embedding - ref)), n) for n, ref in references]
+            distance, nearest = min(distances)
+            face.extras["target_distance"] = distance
+            closest = min(closest, distance)
+            if distance < threshold:
+                number = nearest
+        assignment.append(number)
+    if faces and all(number is None for number in assignment):
+        raise NoMatchingFace(
+            f"No face matches any of the {len(targets)} target(s): the closest of {_plural(len(faces))} is "
+            f"{closest:.2f} away (threshold {threshold:.2f})."
+        )
+    return assignment
+
+
+def check_targets(persona: Persona | None, targets: Sequence[Target], *, video: bool = False) -> tuple[Target, ...]:
+    """The swap's targets: ``(Target(persona),)`` for the single-persona form. Exactly one of
+    ``persona`` and ``targets`` must be given; each target needs an index or a reference (a
+    video target needs a reference); two targets cannot name the same face index."""
+    targets = tuple(targets)
+    if (persona is None) == (not targets):
+        raise ValueError("Give either one persona or a list of targets (exactly one of the two).")
+    if persona is not None:
+        return (Target(persona=persona),)
+    seen: set[int] = set()
+    for number, target in enumerate(targets):
+        if not isinstance(target, Target):
+            raise ValueError(f"Target {number} is not a Target.")
+        if video and target.reference is None:
+            raise ValueError(f"Target {number} has no reference embedding: video targets are matched by identity.")
+        if target.index is None and target.reference is None:
+            raise ValueError(f"Target {number} names neither a face index nor a reference face.")
+        if target.reference is not None and np.asarray(target.reference).size != 128:
+            raise ValueError(f"Target {number}: the reference must be a 128-d identity embedding.")
+        if target.index is not None and not video:
+            if target.index in seen:
+                raise ValueError(f"Two targets name face {target.index}.")
+            seen.add(target.index)
+    return targets
+
+
+def make_assigner(
+    persona: Persona | None, targets: Sequence[Target], options: ImageSwapOptions, analyzer: FaceAnalyzer,
+) -> Assigner:
+    """The face -> target function for one swap: ``options.faces`` selection when a single
+    persona is given (selected faces -> 0), :func:`assign_targets` otherwise."""
+    if persona is not None:
+        def assign(faces: list[Face], rgb: np.ndarray) -> list[int | None]:
+            selected, _ = select_faces(
+                faces, options.faces, reference_embedding=options.reference_embedding,
+                threshold=options.threshold, rgb=rgb, embedder=analyzer.embed,
+            )
+            chosen = {id(f) for f in selected}
+            return [0 if id(f) in chosen else None for f in faces]
+        return assign
+
+    def assign_many(faces: list[Face], rgb: np.ndarray) -> list[int | None]:
+        return assign_targets(faces, targets, threshold=options.threshold, rgb=rgb, embedder=analyzer.embed)
+    return assign_many
+
+
 def swap_image(
     rgb: np.ndarray,
-    persona: Persona,
+    persona: Persona | None = None,
     options: ImageSwapOptions = ImageSwapOptions(),
     *,
+    targets: Sequence[Target] = (),
     analyzer: FaceAnalyzer,
     bystander_persona: Persona | None = None,
     progress: Callable[[float], object] | None = None,
 ) -> tuple[np.ndarray, list[FaceReport]]:
-    """Returns the protected image and one report per face found."""
+    """Returns the protected image and one report per face found (in index order).
+
+    Either ``persona`` (on the faces ``options.faces`` selects) or ``targets`` (one persona per
+    face or person, see :class:`Target`); every other face is handled by ``options.bystanders``."""
+    targets = check_targets(persona, targets)
     if options.bystanders not in BYSTANDER_ACTIONS:
         raise ValueError(f"bystanders must be one of {BYSTANDER_ACTIONS}")
     faces = analyzer.analyze(rgb)
     if not faces:
         raise NoFaceFound("No face was found in this photo.")
-    selected, others = select_faces(
-        faces, options.faces, reference_embedding=options.reference_embedding, threshold=options.threshold,
-        rgb=rgb, embedder=analyzer.embed,
-    )
+    faces = sorted(faces, key=lambda f: f.index)
+    assignment = make_assigner(persona, targets, options, analyzer)(faces, rgb)
+    chosen = [(face, number) for face, number in zip(faces, assignment) if number is not None]
+    others = [face for face, number in zip(faces, assignment) if number is None]
     out = rgb.copy()
     reports: list[FaceReport] = []
-    total = len(selected) + len(others)
-    for done, face in enumerate(selected):
-        reports.append(_swap_verified(out, face, rgb, persona, options, analyzer))
+    total = len(faces)
+    for done, (face, number) in enumerate(chosen):
+        report = _swap_verified(out, face, rgb, targets[number].persona, options, analyzer)
+        report.target = number
+        reports.append(report)
         if progress is not None and progress((done + 1) / total) is False:
             raise Cancelled("The swap was cancelled.")
     for face in others:

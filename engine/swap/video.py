@@ -5,6 +5,10 @@ Decoding, analysis, swapping and encoding overlap (engine.media.process_video ru
 encode on their own threads, and the swap of frame N runs on a swap thread while frame N+1 is
 tracked); the original audio is kept unless another track is given; an interrupted
 run leaves no output file behind.
+
+Several personas: with ``targets`` (each with a reference embedding) every face track is assigned
+on each key frame to the target whose reference is nearest (within the threshold), or left a
+bystander; a track keeps its target between key frames.
 """
 from __future__ import annotations
 
@@ -12,15 +16,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from engine.errors import Cancelled, NoFaceFound
-from engine.faces import Face, FaceAnalyzer, embedding_distance, select_faces
+from engine.faces import Face, FaceAnalyzer, embedding_distance
 from engine.media.video import probe_video, process_video
+from engine.media.provenance import watermark_embed, watermark_fits
 from engine.swap.classical import swap_face
-from engine.swap.pipeline import ImageSwapOptions, Persona, blur_face
+from engine.swap.pipeline import ImageSwapOptions, Persona, Target, blur_face, check_targets, make_assigner
 
 
 class OneEuro:
@@ -53,11 +58,15 @@ class OneEuro:
 @dataclass
 class Track:
     face: Face
-    selected: bool
+    target: int | None  # position in the swap's targets; None: a bystander
     smoother: OneEuro
     distances: list[float] = field(default_factory=list)
     frames: int = 0
     cache: dict = field(default_factory=dict)  # swap_face's per-face cache (reset on key frames)
+
+    @property
+    def selected(self) -> bool:
+        return self.target is not None
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,12 @@ class VideoSwapOptions:
     # worked at smaller face sizes than for photos (see engine.swap.classical.SwapOptions).
     texture_face: float = 240.0
     mask_face: float = 128.0
+    crf: int = 20  # x264 quality of the output (lower is better and larger)
+    # The invisible SafeFace watermark on every Nth output frame (0: none). It costs ~35 ms on
+    # a 700 px frame, so marking every frame would halve the speed; any second of video still
+    # holds several marked frames.
+    watermark_every: int = 0
+    metadata: Mapping[str, str] | None = None  # container tags of the output (never the input's)
 
 
 @dataclass
@@ -92,19 +107,26 @@ def _iou(a, b) -> float:
 def swap_video(
     src,
     dst,
-    persona: Persona,
+    persona: Persona | None = None,
     options: VideoSwapOptions = VideoSwapOptions(),
     *,
+    targets: Sequence[Target] = (),
     analyzer: FaceAnalyzer,
     bystander_persona: Persona | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> VideoReport:
+    """Swaps ``persona`` onto the faces ``options.image.faces`` selects, or each target's persona
+    onto the people its ``reference`` matches (``targets``; exactly one of the two). Track
+    summaries give each track's ``target`` (position in ``targets``, 0 with a single persona,
+    None for bystanders)."""
+    targets = check_targets(persona, targets, video=True)
     tracks: list[Track] = []
     state = {"keyframes": 0, "faces_seen": False}
     timing = {"analyse": 0.0, "swap": 0.0}
     frame_rate = float(probe_video(src).fps)  # the smoother works in real time, not in frames
     image_options = options.image
     swap_options = replace(image_options.swap, texture_face=options.texture_face, mask_face=options.mask_face)
+    assign = make_assigner(persona, targets, image_options, analyzer)
 
     def refresh(rgb: np.ndarray) -> None:
         faces = analyzer.analyze(rgb)
@@ -113,22 +135,19 @@ def swap_video(
             return
         state["faces_seen"] = True
         try:
-            selected, _ = select_faces(
-                faces, image_options.faces, reference_embedding=image_options.reference_embedding,
-                threshold=image_options.threshold, rgb=rgb, embedder=analyzer.embed,
-            )
+            assignment = assign(faces, rgb)
         except NoFaceFound:
-            selected = []
-        chosen = {id(f) for f in selected}
-        new_tracks = []
-        for face in faces:
-            match = max(tracks, key=lambda t: _iou(t.face.box, face.box), default=None)
+            assignment = [None] * len(faces)
+        new_tracks: list[Track] = []
+        for face, target in zip(faces, assignment):
+            free = [t for t in tracks if all(t is not n for n in new_tracks)]  # one face per track
+            match = max(free, key=lambda t: _iou(t.face.box, face.box), default=None)
             if match is not None and _iou(match.face.box, face.box) > 0.3:
                 match.face = face
-                match.selected = id(face) in chosen
+                match.target = target
                 new_tracks.append(match)
             else:
-                new_tracks.append(Track(face=face, selected=id(face) in chosen, smoother=OneEuro(frame_rate)))
+                new_tracks.append(Track(face=face, target=target, smoother=OneEuro(frame_rate)))
         tracks[:] = new_tracks
 
     def frame_fn(index: int, rgb: np.ndarray) -> Future:
@@ -155,19 +174,19 @@ def swap_video(
                 continue
             if keyframe:  # colour, skin and grain follow the lighting from key frame to key frame
                 t.cache = {k: v for k, v in t.cache.items() if k in ("noise", "rng")}
-            jobs.append((t, t.face, t.smoother(t.face.landmarks[:, :2], t.face.size), t.cache))
+            jobs.append((t, t.face, t.target, t.smoother(t.face.landmarks[:, :2], t.face.size), t.cache))
         timing["analyse"] += time.perf_counter() - started
-        return swapper.submit(render, rgb, jobs, verify)
+        return swapper.submit(render, index, rgb, jobs, verify)
 
-    def render(rgb: np.ndarray, jobs: list, verify: bool) -> np.ndarray:
+    def render(index: int, rgb: np.ndarray, jobs: list, verify: bool) -> np.ndarray:
         started = time.perf_counter()
         out = rgb.copy()
-        for t, face, smooth, cache in jobs:
-            if t.selected or (image_options.bystanders == "replace" and bystander_persona is not None):
-                who = persona if t.selected else bystander_persona
+        for t, face, target, smooth, cache in jobs:  # target as of this frame (the next key frame may change it)
+            if target is not None or (image_options.bystanders == "replace" and bystander_persona is not None):
+                who = targets[target].persona if target is not None else bystander_persona
                 swap_face(out, smooth, who.prepared, swap_options, cache)
                 t.frames += 1
-                if verify and t.selected:
+                if verify and target is not None:
                     original = analyzer.embed(rgb, face)
                     refit = analyzer.track(out, [face])
                     if refit:
@@ -175,6 +194,8 @@ def swap_video(
             elif image_options.bystanders == "blur":
                 blur_face(out, face)
                 t.frames += 1
+        if options.watermark_every and index % options.watermark_every == 0 and watermark_fits(*out.shape[:2]):
+            out = watermark_embed(out)
         timing["swap"] += time.perf_counter() - started
         return out
 
@@ -185,7 +206,10 @@ def swap_video(
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap") as swapper:
-        result = process_video(src, dst, frame_fn, progress=report_progress, audio=options.audio)
+        result = process_video(
+            src, dst, frame_fn, progress=report_progress, audio=options.audio, crf=options.crf,
+            metadata=options.metadata,
+        )
     elapsed = time.perf_counter() - start
     if not state["faces_seen"]:
         Path(result.path).unlink(missing_ok=True)  # nothing was protected: leave no output behind
@@ -195,6 +219,7 @@ def swap_video(
         {
             "index": t.face.index,
             "selected": t.selected,
+            "target": t.target,
             "frames": t.frames,
             "distance_to_original_min": min(t.distances) if t.distances else None,
             "protected": (min(t.distances) >= image_options.threshold) if t.distances else None,
