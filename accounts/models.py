@@ -50,6 +50,7 @@ class Plan(models.Model):
     is_default = models.BooleanField(default=False, help_text="The plan of every account without a subscription.")
     sort_order = models.PositiveSmallIntegerField(default=0)
     avatars_per_period = models.PositiveIntegerField(help_text="Personas generated per month.")
+    swaps_per_period = models.PositiveIntegerField(default=20, help_text="Photos and videos protected per month.")
     upload_bytes_per_period = models.PositiveBigIntegerField(help_text="Bytes uploaded per month.")
     video_seconds_per_upload = models.PositiveIntegerField(help_text="Longest video accepted, in seconds.")
     max_image_side = models.PositiveIntegerField(help_text="Longest side of an uploaded image, in pixels.")
@@ -99,6 +100,7 @@ class UsageCounter(models.Model):
 
     class Metric(models.TextChoices):
         AVATARS = "avatars", "Personas generated"
+        SWAPS = "swaps", "Photos and videos protected"
         UPLOAD_BYTES = "upload_bytes", "Upload volume"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="usage_counters")

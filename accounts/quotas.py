@@ -21,6 +21,7 @@ from accounts.models import Plan, UsageCounter, User
 
 METRIC_LIMIT_FIELDS = {
     UsageCounter.Metric.AVATARS: "avatars_per_period",
+    UsageCounter.Metric.SWAPS: "swaps_per_period",
     UsageCounter.Metric.UPLOAD_BYTES: "upload_bytes_per_period",
 }
 

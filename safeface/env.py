@@ -70,6 +70,29 @@ class Env:
             raise ImproperlyConfigured(f"{name}={number} is above the maximum of {max_value}.")
         return number
 
+    def float(
+        self,
+        name: str,
+        default: float,
+        *,
+        min_value: float | None = None,
+        max_value: float | None = None,
+    ) -> float:
+        value = self._raw(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+        if number != number:
+            raise ImproperlyConfigured(f"{name} is not a number.")
+        if min_value is not None and number < min_value:
+            raise ImproperlyConfigured(f"{name}={number} is below the minimum of {min_value}.")
+        if max_value is not None and number > max_value:
+            raise ImproperlyConfigured(f"{name}={number} is above the maximum of {max_value}.")
+        return number
+
     def list(self, name: str, default: Sequence[str] = ()) -> list[str]:
         value = self._raw(name)
         if value is None:

@@ -74,6 +74,9 @@ class Job(models.Model):
     MAX_ATTEMPTS: ClassVar[int] = 2  # runs in total when a worker crashes or dies
     COUNTS_TOWARD_CONCURRENCY: ClassVar[bool] = True
     KIND_NAME: ClassVar[str] = "job"
+    # File fields the job reads rather than writes (an upload's original): a failed or retried
+    # run keeps them; retention and deletion remove them with the outputs.
+    INPUT_FILE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(app_label)s_%(class)ss"
@@ -132,13 +135,22 @@ class Job(models.Model):
         return None
 
     def output_files(self) -> list[FieldFile]:
-        return [getattr(self, name) for name in _file_field_names(type(self)) if getattr(self, name)]
+        return [getattr(self, name) for name in _file_field_names(type(self), outputs_only=True) if getattr(self, name)]
 
     def delete_outputs(self) -> None:
-        """Deletes this job's stored files (the row keeps its history)."""
+        """Deletes the files this job wrote (the row keeps its history)."""
         for file in self.output_files():
             file.storage.delete(file.name)
             setattr(self, file.field.name, None)
+
+    def delete_files(self) -> None:
+        """Deletes every stored file of the job, inputs included (retention, deletion)."""
+        self.delete_outputs()
+        for name in self.INPUT_FILE_FIELDS:
+            file = getattr(self, name)
+            if file:
+                file.storage.delete(file.name)
+                setattr(self, name, None)
 
 
 # --- discovery ------------------------------------------------------------------------------
@@ -329,14 +341,17 @@ def _requeue(job: Job, stage: str) -> bool:
     return bool(requeued)
 
 
-def _file_field_names(model: type[Job]) -> list[str]:
-    return [f.name for f in model._meta.get_fields() if isinstance(f, models.FileField)]
+def _file_field_names(model: type[Job], *, outputs_only: bool = False) -> list[str]:
+    return [
+        f.name for f in model._meta.get_fields()
+        if isinstance(f, models.FileField) and not (outputs_only and f.name in model.INPUT_FILE_FIELDS)
+    ]
 
 
 def _drop_outputs(job: Job) -> None:
-    """A run that did not succeed (or lost its claim) must leave no files behind."""
+    """A run that did not succeed (or lost its claim) must leave none of its files behind."""
     job.delete_outputs()
-    names = _file_field_names(type(job))
+    names = _file_field_names(type(job), outputs_only=True)
     if names:
         type(job).objects.filter(pk=job.pk, worker=job.worker).update(**{n: None for n in names})
 
@@ -417,7 +432,7 @@ def sweep_jobs() -> dict[str, int]:
                 enqueue_ticket(model)
                 counts["nudged"] += 1
         for job in quotas.jobs_past_retention(model, now=now):
-            job.delete_outputs()
+            job.delete_files()
             model.objects.filter(pk=job.pk).update(
                 purged_at=now, **{name: None for name in _file_field_names(model)}
             )

@@ -152,6 +152,19 @@ JOB_HEARTBEAT_SECONDS = env.int("JOB_HEARTBEAT_SECONDS", 15, min_value=0)
 JOB_RENUDGE_SECONDS = env.int("JOB_RENUDGE_SECONDS", 600, min_value=30)
 # Avatar generator on the gpu workers: the embedded StyleGAN or a diffusers pipeline (GPU backends).
 AVATAR_GENERATOR = env.choice("SAFEFACE_GENERATOR", ("stylegan", "diffusers"), "stylegan")
+# --- Swaps ----------------------------------------------------------------------------------
+# Largest file accepted by the upload form (the plan's monthly volume applies on top).
+MAX_UPLOAD_BYTES = env.int("SAFEFACE_MAX_UPLOAD_MB", 1024, min_value=1) * 1024 * 1024
+# Pixel cap when decoding an image (decompression bombs are refused before decoding).
+MAX_IMAGE_PIXELS = env.int("SAFEFACE_MAX_IMAGE_MEGAPIXELS", 80, min_value=1) * 1_000_000
+# Explicit-content gate (nudenet): a sample is flagged when an explicit detection scores at
+# least CONTENT_MIN_SCORE; an upload is refused when the share of flagged samples (the image,
+# or one frame per second of a video) is over CONTENT_MAX_SHARE.
+CONTENT_MIN_SCORE = env.float("SAFEFACE_CONTENT_MIN_SCORE", 0.5, min_value=0.05, max_value=1.0)
+CONTENT_MAX_SHARE = env.float("SAFEFACE_CONTENT_MAX_SHARE", 0.1, min_value=0.0, max_value=1.0)
+# Scratch folder of the workers for videos (default: the system's temporary folder).
+JOB_TEMP_DIR = env.str("SAFEFACE_TEMP_DIR", "") or None
+
 Q_CLUSTER = {
     "name": env.str("Q_PREFIX", "safeface"),
     "workers": env.int("Q_WORKERS", 2, min_value=1),

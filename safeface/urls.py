@@ -10,5 +10,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
     path("personas/", include("avatars.urls")),
+    path("swaps/", include("swaps.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -19,8 +19,9 @@ def ensure_plans() -> None:
     from importlib import import_module
 
     seed = import_module("accounts.migrations.0002_seed_plans")
+    swaps = import_module("accounts.migrations.0003_plan_swaps_per_period").SWAPS
     for values in seed.PLANS:
-        Plan.objects.get_or_create(slug=values["slug"], defaults=values)
+        Plan.objects.get_or_create(slug=values["slug"], defaults={**values, "swaps_per_period": swaps[values["slug"]]})
 
 
 def make_user(email: str, *, plan: str | None = None, password: str = PASSWORD) -> User:
