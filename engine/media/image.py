@@ -2,9 +2,10 @@
 pixel is decoded, EXIF orientation applied, colour profile converted to sRGB, every piece of
 metadata dropped) and metadata-free atomic saving.
 
-Supported: JPEG (incl. MPO phone photos: first picture), PNG (APNG: first frame) and WebP
-(animated: first frame). GIF is rejected by :func:`load_image` (the video layer decodes
-animated GIFs); so is everything else (HEIC, TIFF, BMP, SVG, ...).
+Supported: JPEG (incl. MPO phone photos: first picture), PNG (APNG: first frame), WebP
+(animated: first frame) and, for reading only, HEIC/HEIF phone photos (primary image, through
+pillow-heif's libheif). GIF is rejected by :func:`load_image` (the video layer decodes animated
+GIFs); so is everything else (AVIF, TIFF, BMP, SVG, ...).
 """
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 #: Canonical format names, as used in :attr:`Image.format` and by :func:`save_image`.
 IMAGE_FORMATS = ("jpeg", "png", "webp")
+#: What :func:`load_image` decodes: the above, and HEIC/HEIF (read only).
+INPUT_FORMATS = (*IMAGE_FORMATS, "heic")
+# ISO-BMFF major brands of HEIF still images (HEVC-coded), as written by phones and cameras.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
 
 _FORMAT_ALIASES = {"jpeg": "jpeg", "jpg": "jpeg", "jpe": "jpeg", "png": "png", "webp": "webp"}
-_PIL_NAMES = {"jpeg": ("JPEG", "MPO"), "png": ("PNG",), "webp": ("WEBP",)}
+_PIL_NAMES = {"jpeg": ("JPEG", "MPO"), "png": ("PNG",), "webp": ("WEBP",), "heic": ("HEIF",)}
 
-NOT_AN_IMAGE = "This file is not a JPEG, PNG or WebP image"
+NOT_AN_IMAGE = "This file is not a JPEG, PNG, WebP or HEIC image"
 EMPTY_IMAGE = "The image file is empty"
 DAMAGED_IMAGE = "The image file is damaged or incomplete and cannot be opened"
 
@@ -83,7 +88,7 @@ class Image:
 
 
 def sniff_image_format(head: bytes) -> str | None:
-    """The real image type from magic bytes: ``jpeg``/``png``/``webp``/``gif`` or None."""
+    """The real image type from magic bytes: ``jpeg``/``png``/``webp``/``gif``/``heic`` or None."""
     if head[:3] == b"\xff\xd8\xff":
         return "jpeg"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -92,7 +97,22 @@ def sniff_image_format(head: bytes) -> str | None:
         return "webp"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "heic"
     return None
+
+
+_heif_ready = False
+
+
+def _register_heif() -> None:
+    """Teaches Pillow to open HEIF (once, on first use: the import loads libheif)."""
+    global _heif_ready
+    if not _heif_ready:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+        _heif_ready = True
 
 
 def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
@@ -166,7 +186,7 @@ def _read_input(source: PathOrBytes) -> bytes:
 def load_image(source: PathOrBytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Decode an uploaded image safely (see module docstring).
 
-    Raises ``UnsupportedMedia`` (not JPEG/PNG/WebP by content, whatever the extension),
+    Raises ``UnsupportedMedia`` (not JPEG/PNG/WebP/HEIC by content, whatever the extension),
     ``MediaTooLarge`` (more than ``max_pixels``, checked from the header before decoding),
     ``CorruptMedia`` (empty, truncated or damaged).
     """
@@ -174,8 +194,10 @@ def load_image(source: PathOrBytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if not data:
         raise CorruptMedia(EMPTY_IMAGE)
     fmt = sniff_image_format(data[:16])
-    if fmt not in IMAGE_FORMATS:
+    if fmt not in INPUT_FORMATS:
         raise UnsupportedMedia(NOT_AN_IMAGE)
+    if fmt == "heic":
+        _register_heif()
 
     size = header_size(data, fmt)
     if size is not None and size[0] * size[1] > max_pixels:

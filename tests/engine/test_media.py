@@ -246,15 +246,41 @@ def test_text_file_named_jpg_is_unsupported(tmp_path):
     path.write_text("definitely not a picture\n" * 10)
     with pytest.raises(UnsupportedMedia) as info:
         load_image(path)
-    assert str(info.value) == NOT_AN_IMAGE == "This file is not a JPEG, PNG or WebP image"
+    assert str(info.value) == NOT_AN_IMAGE == "This file is not a JPEG, PNG, WebP or HEIC image"
 
 
 @pytest.mark.parametrize("kind", ["gif", "bmp", "tiff"])
 def test_other_image_types_are_unsupported(kind):
     buffer = io.BytesIO()
     PILImage.fromarray(banded(8, 8)).save(buffer, kind.upper())
-    with pytest.raises(UnsupportedMedia, match="not a JPEG, PNG or WebP"):
+    with pytest.raises(UnsupportedMedia, match="not a JPEG, PNG, WebP or HEIC"):
         load_image(buffer.getvalue())
+
+
+def _heic(rgb: np.ndarray, **save) -> bytes:
+    from pillow_heif import from_bytes
+
+    heif = from_bytes(mode="RGB", size=(rgb.shape[1], rgb.shape[0]), data=np.ascontiguousarray(rgb).tobytes())
+    buffer = io.BytesIO()
+    heif.save(buffer, quality=90, **save)
+    return buffer.getvalue()
+
+
+def test_heic_phone_photos_are_decoded_whatever_their_name(tmp_path):
+    rgb = banded(96, 64)
+    path = tmp_path / "IMG_0001.jpg"  # phones and chat apps rename them
+    path.write_bytes(_heic(rgb))
+    image = load_image(path)
+    assert image.format == "heic" and image.pixels.shape == (64, 96, 3)
+    assert np.abs(image.pixels.astype(int) - rgb).mean() < 6  # lossy, but the same picture
+
+
+def test_damaged_or_oversized_heic_is_refused():
+    data = _heic(banded(64, 64))
+    with pytest.raises(CorruptMedia):
+        load_image(data[: len(data) // 2])
+    with pytest.raises(MediaTooLarge):
+        load_image(data, max_pixels=64 * 63)
 
 
 def test_zero_byte_file_is_corrupt(tmp_path):

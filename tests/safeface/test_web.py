@@ -65,6 +65,31 @@ def test_private_file_response_modes(settings, owner, mode):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("header", "status", "body", "content_range"),
+    [
+        ("bytes=0-3", 206, b"0123", "bytes 0-3/10"),
+        ("bytes=7-", 206, b"789", "bytes 7-9/10"),
+        ("bytes=-2", 206, b"89", "bytes 8-9/10"),
+        ("bytes=5-100", 206, b"56789", "bytes 5-9/10"),
+        ("bytes=10-12", 416, b"", "bytes */10"),
+        ("bytes=0-1,4-5", 416, b"", "bytes */10"),
+        ("", 200, b"0123456789", None),
+    ],
+)
+def test_private_file_response_serves_byte_ranges(rf, owner, header, status, body, content_range):
+    job = EchoJob.objects.create(user=owner)
+    job.output.save("x.mp4", ContentFile(b"0123456789"))
+    request = rf.get("/", HTTP_RANGE=header) if header else rf.get("/")
+    response = private_file_response(job.output, download_name="clip.mp4", as_attachment=False, request=request)
+    assert response.status_code == status
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    assert content == body
+    assert response.get("Content-Range") == content_range
+    assert response["Accept-Ranges"] == "bytes"
+
+
+@pytest.mark.django_db
 def test_private_file_response_404s_for_missing_files(owner):
     from django.http import Http404
 
