@@ -353,7 +353,8 @@ def _drop_outputs(job: Job) -> None:
     job.delete_outputs()
     names = _file_field_names(type(job), outputs_only=True)
     if names:
-        type(job).objects.filter(pk=job.pk, worker=job.worker).update(**{n: None for n in names})
+        # "" is an empty FileField (None breaks the NOT NULL file columns of most jobs).
+        type(job).objects.filter(pk=job.pk, worker=job.worker).update(**{n: "" for n in names})
 
 
 def execute(job: Job) -> str:
@@ -418,12 +419,17 @@ def sweep_jobs() -> dict[str, int]:
     for model in job_models():
         for job in model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale_before):
             if job.cancel_requested:
-                counts["cancelled"] += _finish(job, JobStatus.CANCELLED, refund=True)
+                ended = _finish(job, JobStatus.CANCELLED, refund=True)
+                counts["cancelled"] += ended
             elif job.attempts < model.MAX_ATTEMPTS:
                 with transaction.atomic():
                     counts["requeued"] += _requeue(job, "Restarting: the previous worker stopped")
+                continue  # the next run starts by deleting this one's outputs
             else:
-                counts["failed"] += _finish(job, JobStatus.FAILED, error=WORKER_DIED, refund=True)
+                ended = _finish(job, JobStatus.FAILED, error=WORKER_DIED, refund=True)
+                counts["failed"] += ended
+            if ended:
+                _drop_outputs(job)  # what the dead worker managed to record must not be shown
         waiting = model.objects.filter(status=JobStatus.QUEUED, queued_at__lt=renudge_before).filter(
             Q(nudged_at__isnull=True) | Q(nudged_at__lt=renudge_before)
         )
@@ -434,7 +440,7 @@ def sweep_jobs() -> dict[str, int]:
         for job in quotas.jobs_past_retention(model, now=now):
             job.delete_files()
             model.objects.filter(pk=job.pk).update(
-                purged_at=now, **{name: None for name in _file_field_names(model)}
+                purged_at=now, **{name: "" for name in _file_field_names(model)}
             )
             counts["purged"] += 1
     counts["orphans"] = purge_orphan_user_files()

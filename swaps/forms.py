@@ -20,7 +20,7 @@ class UploadForm(forms.Form):
             "empty": "This file is empty. Choose a photo or a video.",
         },
         widget=forms.ClearableFileInput(attrs={
-            "accept": "image/jpeg,image/png,image/webp,video/mp4,video/quicktime,video/webm,image/gif,.mov,.webm,.gif",
+            "accept": "image/jpeg,image/png,image/webp,image/heic,image/heif,.heic,.heif,video/mp4,video/quicktime,video/webm,image/gif,.mov,.webm,.gif",
             "class": "sr-only",
         }),
     )

@@ -80,7 +80,7 @@ def _still_ours(job) -> bool:
 def _refuse_upload(upload: Upload, message: str, *, refund: bool) -> JobError:
     """The original of a refused upload is not kept."""
     upload.delete_files()
-    Upload.objects.filter(pk=upload.pk).update(file=None)
+    Upload.objects.filter(pk=upload.pk).update(file="")  # an empty FileField (the column is NOT NULL)
     return JobError(message, refund=refund)
 
 
@@ -135,7 +135,7 @@ def _check_image(path: Path, progress: Progress):
     image = load_image(path, max_pixels=settings.MAX_IMAGE_PIXELS)
     progress(15, "Checking the content")
     verdicts = [_content_checker().check(image.pixels)]
-    if verdicts[0].flagged:  # refused: no need to look for faces
+    if verdicts[0].flagged and settings.CONTENT_MAX_SHARE < 1.0:  # refused: no need to look for faces
         return Survey(width=image.width, height=image.height, faces=[], samples=1), verdicts, None, True
     progress(40, "Finding faces")
     return survey_image(image.pixels, _analyzer()), verdicts, image.pixels, True

@@ -32,7 +32,7 @@ security_logger = logging.getLogger("safeface.security")
 # A persona closer than this to the face it replaces protects poorly: the picker warns.
 RESEMBLES = 0.65
 VIDEO_CONTAINERS = {"mp4": "mp4", "mov": "mov", "matroska": "webm", "gif": "gif"}
-ACCEPTED = "a JPEG, PNG or WebP photo, or an MP4, MOV, WebM or GIF video"
+ACCEPTED = "a JPEG, PNG, WebP or HEIC photo, or an MP4, MOV, WebM or GIF video"
 
 
 class UploadRejected(Exception):
@@ -54,8 +54,13 @@ class PersonaNotFound(Exception):
 # --- uploads ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _local(file: UploadedFile) -> Iterator[Path]:
+    """The upload as a local path whose name carries no extension: Django's temporary file keeps
+    the client's (".upload.jpg"), and FFmpeg would pick a demuxer by it instead of the content."""
     if hasattr(file, "temporary_file_path"):
-        yield Path(file.temporary_file_path())
+        with tempfile.TemporaryDirectory() as folder:
+            link = Path(folder) / "upload"
+            link.symlink_to(file.temporary_file_path())
+            yield link
         return
     with tempfile.NamedTemporaryFile(suffix=".upload") as handle:
         for chunk in file.chunks():
@@ -77,7 +82,7 @@ def inspect_upload(*, user: User, path: Path, size: int) -> dict:
     Returns the Upload fields; raises ``UploadRejected`` / ``quotas.LimitReached``."""
     from engine import errors
     from engine.media import load_image, probe_video
-    from engine.media.image import sniff_image_format
+    from engine.media.image import header_size, sniff_image_format
 
     if size <= 0:
         raise UploadRejected("This file is empty. Choose a photo or a video.")
@@ -87,10 +92,14 @@ def inspect_upload(*, user: User, path: Path, size: int) -> dict:
             f"{filesizeformat(settings.MAX_UPLOAD_BYTES)}."
         )
     with open(path, "rb") as handle:
-        head = handle.read(64)
+        head = handle.read(1 << 16)
     image_format = sniff_image_format(head)
     try:
-        if image_format:
+        if image_format and image_format != "gif":  # an (animated) GIF is handled as a video
+            # The plan's resolution limit from the header first: no decoding of what is refused.
+            declared = header_size(head, image_format)
+            if declared is not None:
+                quotas.check_media_limits(user=user, width=declared[0], height=declared[1])
             image = load_image(path, max_pixels=settings.MAX_IMAGE_PIXELS)
             quotas.check_media_limits(user=user, width=image.width, height=image.height)
             return {"kind": "image", "format": image.format, "width": image.width, "height": image.height}
@@ -100,7 +109,10 @@ def inspect_upload(*, user: User, path: Path, size: int) -> dict:
     except errors.CorruptMedia as exc:
         raise UploadRejected(f"{exc}. Export it again and re-upload it.".replace("..", ".")) from exc
     except errors.UnsupportedMedia as exc:
-        raise UploadRejected(f"This file is not something SafeFace can read ({exc}). Upload {ACCEPTED}.") from exc
+        detail = str(exc).rstrip(".")
+        if "no video track" in detail:  # e.g. an audio file: the engine says so precisely
+            raise UploadRejected(f"{detail}. Upload {ACCEPTED}.") from exc
+        raise UploadRejected(f"SafeFace cannot read this file. Upload {ACCEPTED}.") from exc
     container = VIDEO_CONTAINERS.get(info.container)
     if container is None:
         raise UploadRejected(f"This is a {info.container} video; SafeFace accepts {ACCEPTED}.")

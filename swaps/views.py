@@ -151,8 +151,16 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
         error = ""
         if form.is_valid():
             try:
+                assignments = form.assignments()
+            except services.PersonaNotFound:
+                # Not an id at all: as forged as someone else's id (which swap_start logs).
+                security_logger.warning(
+                    "SECURITY user %s sent a persona value that is not an id (upload %s)", request.user.pk, upload.pk
+                )
+                raise Http404("No such persona.") from None
+            try:
                 job = services.swap_start(
-                    user=request.user, upload=upload, assignments=form.assignments(),
+                    user=request.user, upload=upload, assignments=assignments,
                     others=form.cleaned_data["others"], audio=form.cleaned_data["audio"],
                     quality=form.cleaned_data["quality"], submission=form.cleaned_data["submission"],
                 )
@@ -199,13 +207,15 @@ def upload_media(request: HttpRequest, pk: int, which: str) -> HttpResponse:
     upload = _get_upload_for_user(request, pk)
     stem = slugify(Path(upload.original_name).stem) or "upload"
     if which == "original":
-        return private_file_response(upload.file, download_name=f"{stem}.{upload.extension}", as_attachment=False)
+        return private_file_response(
+            upload.file, download_name=f"{stem}.{upload.extension}", as_attachment=False, request=request
+        )
     if which == "preview":
         return private_file_response(upload.preview, download_name=f"{stem}-preview.jpg", as_attachment=False)
     if which == "video":
         file = upload.preview_video if upload.preview_video else upload.file
         suffix = "mp4" if upload.preview_video else upload.extension
-        return private_file_response(file, download_name=f"{stem}-preview.{suffix}", as_attachment=False)
+        return private_file_response(file, download_name=f"{stem}-preview.{suffix}", as_attachment=False, request=request)
     raise Http404("No such file.")
 
 
@@ -265,7 +275,9 @@ def result(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("This swap has no result.")
     stem = slugify(Path(job.upload.original_name).stem) or "photo"
     name = f"{stem}-protected.{job.result_suffix}"
-    return private_file_response(job.result, download_name=name, as_attachment=bool(request.GET.get("download")))
+    return private_file_response(
+        job.result, download_name=name, as_attachment=bool(request.GET.get("download")), request=request
+    )
 
 
 @login_required
