@@ -212,3 +212,23 @@ def test_a_retried_check_starts_clean(owner, monkeypatch):
 def test_a_corpus_photo_of_two_people(owner):
     upload = checked(owner, uploaded(corpus_dir() / "faces/group_obama_biden_2faces.jpg").read(), "two.jpg")
     assert upload.faces.count() == 2 and (upload.width, upload.height) == (1126, 661)
+
+
+def test_a_heic_phone_photo_is_checked_and_swapped_into_a_jpeg(owner):
+    from pillow_heif import from_bytes
+
+    from tests.swaps.conftest import real_persona
+
+    rgb = np.ascontiguousarray(faces_picture((14,)))
+    heif = from_bytes(mode="RGB", size=(rgb.shape[1], rgb.shape[0]), data=rgb.tobytes())
+    buffer = io.BytesIO()
+    heif.save(buffer, quality=92)
+    upload = checked(owner, buffer.getvalue(), "IMG_0042.HEIC")
+    assert (upload.kind, upload.format, upload.faces.count()) == ("image", "heic", 1)
+    persona = real_persona(owner, seed=1)
+    job = services.swap_start(user=owner, upload=upload, assignments={0: persona.pk})
+    run_job("swaps.SwapJob")
+    job.refresh_from_db()
+    assert job.result.name.endswith(".jpg") and job.protection()["level"] == "protected"
+    with default_storage.open(job.result.name) as handle, Image.open(handle) as im:
+        assert im.format == "JPEG" and im.size == (rgb.shape[1], rgb.shape[0]) and not im.getexif()
