@@ -144,7 +144,11 @@ def swap_video(
             match = max(free, key=lambda t: _iou(t.face.box, face.box), default=None)
             if match is not None and _iou(match.face.box, face.box) > 0.3:
                 match.face = face
-                match.target = target
+                # A face the tracker followed keeps its persona when this key frame cannot
+                # recognise it (turned away, blurred, half hidden): showing the real face for a
+                # second would undo the protection. Only a match to another target moves it.
+                if target is not None or match.target is None:
+                    match.target = target
                 new_tracks.append(match)
             else:
                 new_tracks.append(Track(face=face, target=target, smoother=OneEuro(frame_rate)))
