@@ -218,3 +218,29 @@ def test_a_swap_cancelled_while_running_leaves_no_result(owner, monkeypatch):
     assert not job.result and not job.result_thumbnail and job.report == {}
     assert set(stored_files()) == before
     assert job.quota_refunded and swaps_used(owner) == 0
+
+
+@pytest.mark.parametrize("others", ["blur", "replace"])
+def test_the_faces_nobody_chose_are_blurred_or_replaced_by_a_fresh_generated_face(owner, owner_client, others):
+    """Face 1 gets the persona; face 2 (nobody chosen) is blurred, or replaced by a face the
+    generator makes for this job (not a library persona), and is no longer that person."""
+    picture = faces_picture((14, 15))
+    upload = upload_through_the_page(owner_client, encode(picture, quality=95), "pair.jpg")
+    persona = real_persona(owner, seed=1)
+    job = swap_through_the_page(owner_client, upload, face_0=str(persona.pk), others=others)
+    reports = {f["index"]: f for f in job.report["faces"]}
+    assert reports[0]["action"] == "swapped" and reports[0]["target"] == 0
+    assert reports[1]["action"] == ("blurred" if others == "blur" else "replaced")
+    with default_storage.open(job.result.name) as handle, Image.open(handle) as im:
+        out = np.asarray(im.convert("RGB"))
+    x0, y0, x1, y1 = (int(v) for v in Upload.objects.get(pk=upload.pk).faces.get(key=1).box)
+    before, after = picture[y0:y1, x0:x1].astype(float), out[y0:y1, x0:x1].astype(float)
+    assert np.abs(before - after).mean() > 8  # the second face changed
+    analyzer = FaceAnalyzer.default()
+    if others == "blur":
+        # blurred: much less fine detail than the original face
+        assert np.abs(np.diff(after, axis=1)).mean() < 0.6 * np.abs(np.diff(before, axis=1)).mean()
+    else:
+        face = max((f for f in analyzer.analyze(out) if f.box[0] >= picture.shape[1] / 2), key=lambda f: f.area)
+        assert embedding_distance(analyzer.embed(out, face), generated_face(15)[1]) >= SAME_PERSON
+        assert reports[1]["protected"] is True
