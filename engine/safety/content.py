@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.faces.runtime import inference_threads
+
 MODEL_NAME = "nudenet_320n.onnx"
 INPUT_SIZE = 320
 
@@ -139,19 +141,6 @@ class Letterboxed:
 # --------------------------------------------------------------------------------------------
 
 
-def _threads() -> int:
-    """SAFEFACE_THREADS if set, else the CPUs this process may use, at most 4 (a small model:
-    more threads only add synchronisation)."""
-    value = os.environ.get("SAFEFACE_THREADS", "").strip()
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 4))
-
-
 def default_providers() -> tuple[str, ...]:
     """CUDA first when this onnxruntime build offers it, CPU always."""
     import onnxruntime
@@ -174,7 +163,7 @@ def load_session(path: str, providers: tuple[str, ...]):
     from engine.errors import ModelCorrupt
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = _threads()
+    options.intra_op_num_threads = inference_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
