@@ -72,7 +72,8 @@ def parse_mode(mode: str, index: int | None = None) -> tuple[str, int | None]:
     return text, index
 
 
-def _faces_word(n: int) -> str:
+def faces_word(n: int) -> str:
+    """'no faces', '1 face', 'N faces' (for messages)."""
     return "no faces" if n == 0 else ("1 face" if n == 1 else f"{n} faces")
 
 
@@ -109,7 +110,7 @@ def select_faces(
     if kind == "index":
         if not 0 <= index < len(faces):
             raise FaceIndexOutOfRange(
-                f"Face index {index} is out of range: the image has {_faces_word(len(faces))}"
+                f"Face index {index} is out of range: the image has {faces_word(len(faces))}"
                 + (f" (indexes 0-{len(faces) - 1})." if faces else ".")
             )
         chosen = faces[index]
@@ -133,7 +134,7 @@ def select_faces(
     if not matches:
         closest = min(distances)
         raise NoMatchingFace(
-            f"No face matches the reference face: the closest of {_faces_word(len(faces))} is "
+            f"No face matches the reference face: the closest of {faces_word(len(faces))} is "
             f"{closest:.2f} away (threshold {threshold:.2f})."
         )
     others = [f for f in faces if all(f is not m for m in matches)]

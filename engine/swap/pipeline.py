@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.errors import Cancelled, NoFaceFound
 from engine.faces import Face, FaceAnalyzer, FaceIndexOutOfRange, NoMatchingFace, embedding_distance, select_faces
+from engine.faces.selection import faces_word
 from engine.swap.classical import PreparedSource, SwapOptions, prepare_source, swap_face, topology
 
 SAME_PERSON = 0.6
@@ -167,10 +168,6 @@ def blur_face(frame: np.ndarray, face: Face) -> None:
     frame[:] = np.clip(frame * (1 - alpha) + blurred * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
-def _plural(n: int) -> str:
-    return "no faces" if n == 0 else ("1 face" if n == 1 else f"{n} faces")
-
-
 def assign_targets(
     faces: Sequence[Face],
     targets: Sequence[Target],
@@ -193,7 +190,7 @@ def assign_targets(
             continue
         if not 0 <= target.index < len(faces):
             raise FaceIndexOutOfRange(
-                f"Target {number} names face {target.index}, but the photo has {_plural(len(faces))}"
+                f"Target {number} names face {target.index}, but the photo has {faces_word(len(faces))}"
                 + (f" (indexes 0-{len(faces) - 1})." if faces else ".")
             )
         by_index.setdefault(target.index, number)
@@ -216,7 +213,7 @@ def assign_targets(
         assignment.append(number)
     if faces and all(number is None for number in assignment):
         raise NoMatchingFace(
-            f"No face matches any of the {len(targets)} target(s): the closest of {_plural(len(faces))} is "
+            f"No face matches any of the {len(targets)} target(s): the closest of {faces_word(len(faces))} is "
             f"{closest:.2f} away (threshold {threshold:.2f})."
         )
     return assignment
