@@ -26,10 +26,10 @@ from django.db import models, transaction
 
 from safeface.jobs import Job, JobCancelled, JobError, Progress
 from safeface.private_media import user_prefix
+from safeface.values import EMBEDDING_DIM, embedding_from_bytes, embedding_to_bytes, jsonable
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_DIM = 128
 THUMBNAIL_SIDE = 384
 CANDIDATE_COUNT = 4
 
@@ -59,13 +59,6 @@ def c2pa_signer():
         return c2pa_config_from_env(os.environ)
     except ValueError as error:
         raise ImproperlyConfigured(str(error)) from error
-
-
-def embedding_to_bytes(embedding: np.ndarray) -> bytes:
-    vector = np.asarray(embedding, dtype="<f4").reshape(-1)
-    if vector.shape != (EMBEDDING_DIM,):
-        raise ValueError(f"an identity embedding has {EMBEDDING_DIM} values, not {vector.size}")
-    return vector.tobytes()
 
 
 class GenerationJob(Job):
@@ -163,9 +156,9 @@ class GenerationJob(Job):
                     model_hash=candidate.model_hash,
                     seed=candidate.seed,
                     attributes=self.attributes,
-                    measured=_jsonable(candidate.measured),
+                    measured=jsonable(candidate.measured),
                     matched={k: bool(v) for k, v in candidate.matched.items()},
-                    checks=_jsonable(candidate.checks),
+                    checks=jsonable(candidate.checks),
                     embedding=embedding_to_bytes(candidate.embedding),
                 )
                 png = encode_avatar_image(candidate.image, generator=candidate.generator, seed=candidate.seed, c2pa=c2pa)
@@ -241,7 +234,7 @@ class Avatar(models.Model):
 
     @property
     def embedding_array(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.embedding), dtype="<f4").astype(np.float32)
+        return embedding_from_bytes(self.embedding)
 
     @staticmethod
     def embeddings_matrix(queryset: models.QuerySet[Avatar]) -> np.ndarray | None:
@@ -302,19 +295,4 @@ def _thumbnail(rgb: np.ndarray) -> np.ndarray:
 
     image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
     return np.asarray(image.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS))
-
-
-def _jsonable(value):
-    """Engine measurements (numpy scalars, tuples) as plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    return value
 

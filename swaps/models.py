@@ -19,8 +19,7 @@ from django.db import models, transaction
 
 from safeface.jobs import Job, JobStatus, Progress
 from safeface.private_media import user_prefix
-
-EMBEDDING_DIM = 128
+from safeface.values import embedding_from_bytes
 
 
 class MediaKind(models.TextChoices):
@@ -131,7 +130,7 @@ class UploadFace(models.Model):
 
     @property
     def embedding_array(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.embedding), dtype="<f4").astype(np.float32)
+        return embedding_from_bytes(self.embedding)
 
     def box_percent(self) -> dict[str, float]:
         """The box as percentages of the upload's size (to draw it over the preview)."""
@@ -229,13 +228,6 @@ class SwapAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"face {self.face_key + 1} -> {self.avatar_name}"
-
-
-def embedding_bytes(embedding: np.ndarray) -> bytes:
-    vector = np.asarray(embedding, dtype="<f4").reshape(-1)
-    if vector.shape != (EMBEDDING_DIM,):
-        raise ValueError(f"an identity embedding has {EMBEDDING_DIM} values, not {vector.size}")
-    return vector.tobytes()
 
 
 def upload_delete_with_files(upload: Upload) -> None:

@@ -20,7 +20,8 @@ from django.db import transaction
 from django.db.models.fields.files import FieldFile
 
 from safeface.jobs import JobCancelled, JobError, JobStatus, Progress
-from swaps.models import SwapJob, Upload, UploadFace, embedding_bytes
+from safeface.values import embedding_to_bytes, jsonable
+from swaps.models import SwapJob, Upload, UploadFace
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("safeface.security")
@@ -220,7 +221,7 @@ def _store_survey(upload: Upload, survey, poster: np.ndarray | None, preview_vid
                 time=None if found.time is None else round(float(found.time), 3),
                 quality=float(found.quality),
                 appearances=int(found.appearances),
-                embedding=embedding_bytes(found.embedding),
+                embedding=embedding_to_bytes(found.embedding),
             )
             face.thumbnail.save("face.jpg", ContentFile(_jpeg(found.thumbnail, 256, 90)), save=False)
             written.append(face.thumbnail.name)
@@ -397,7 +398,7 @@ def _swap_image(job: SwapJob, path: Path, targets, bystander, analyzer, progress
         pixels, format=fmt, quality=quality, generator=GENERATOR,
         extra={"SafeFaceJob": str(job.pk)}, c2pa=c2pa_signer(),
     )
-    report = {"kind": "image", "faces": [_clean(r.as_dict()) for r in reports]}
+    report = {"kind": "image", "faces": [jsonable(r.as_dict(), digits=4) for r in reports]}
     return data, fmt.lower().replace("jpeg", "jpg"), report, _jpeg(out, THUMB_SIDE)
 
 
@@ -427,7 +428,7 @@ def _swap_video(job: SwapJob, path: Path, targets, bystander, analyzer, progress
         thumb = _jpeg(first.rgb, THUMB_SIDE) if first is not None else None
         report = {
             "kind": "video", "frames": result.frames, "fps": round(result.fps, 2),
-            "seconds": round(result.seconds, 2), "faces": [_clean(t) for t in result.tracks],
+            "seconds": round(result.seconds, 2), "faces": [jsonable(t, digits=4) for t in result.tracks],
         }
         return out.read_bytes(), "mp4", report, thumb
 
@@ -440,18 +441,6 @@ def video_metadata(job: SwapJob) -> dict[str, str]:
         "description": "Faces in this video were replaced with generated personas by SafeFace.",
         "encoder": GENERATOR,
     }
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return None if value != value or value in (float("inf"), float("-inf")) else round(value, 4)
-    return value
 
 
 def _store_result(job: SwapJob, data: bytes, suffix: str, report: dict, thumb: bytes | None) -> None:

@@ -181,7 +181,7 @@ def ready_upload(user, *, embeddings: list[np.ndarray] | None = None, kind: str 
     """A checked upload with stored original, preview and one face row (thumbnail, embedding) per
     embedding, as the upload check leaves it."""
     from safeface.jobs import JobStatus
-    from swaps.models import Upload, UploadFace, embedding_bytes
+    from swaps.models import Upload, UploadFace
 
     if embeddings is None:
         embeddings = [np.random.default_rng(7).standard_normal(128).astype(np.float32) * 0.05]
@@ -199,7 +199,7 @@ def ready_upload(user, *, embeddings: list[np.ndarray] | None = None, kind: str 
     for key, embedding in enumerate(embeddings):
         face = UploadFace(
             upload=upload, key=key, box=[40 + 200 * key, 40, 160 + 200 * key, 160], quality=0.9,
-            appearances=3 if video else 1, time=1.0 if video else None, embedding=embedding_bytes(embedding),
+            appearances=3 if video else 1, time=1.0 if video else None, embedding=embedding_to_bytes(embedding),
         )
         face.thumbnail.save("face.jpg", ContentFile(tiny_jpeg(60 + key)), save=False)
         face.save()
