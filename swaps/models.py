@@ -12,7 +12,6 @@ Two jobs, both on the gpu cluster:
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 import numpy as np
 from django.db import models, transaction
@@ -187,11 +186,6 @@ class SwapJob(Job):
 
         elapsed = (timezone.now() - self.started_at).total_seconds()
         return max(1, round(elapsed * (100 - self.progress) / self.progress))
-
-    @property
-    def eta(self) -> timedelta | None:
-        seconds = self.eta_seconds
-        return None if seconds is None else timedelta(seconds=seconds)
 
     @property
     def result_suffix(self) -> str:

@@ -88,6 +88,7 @@ def _refuse_upload(upload: Upload, message: str, *, refund: bool) -> JobError:
 # --- checking an upload -----------------------------------------------------------------------
 def check_upload(upload: Upload, progress: Progress) -> None:
     from engine import errors
+    from engine.safety.content import flagged_share
 
     progress(2, "Opening the file", force=True)
     try:
@@ -97,14 +98,13 @@ def check_upload(upload: Upload, progress: Progress) -> None:
             else:
                 survey, verdicts, poster, playable = _check_image(path, progress)
             flagged = sum(v.flagged for v in verdicts)
-            share = flagged / len(verdicts) if verdicts else 0.0
             upload.samples = len(verdicts)
             upload.content_flagged = flagged
             upload.content_score = max((v.score for v in verdicts), default=0.0)
             Upload.objects.filter(pk=upload.pk).update(
                 samples=upload.samples, content_flagged=flagged, content_score=upload.content_score
             )
-            if share > settings.CONTENT_MAX_SHARE:
+            if flagged_share(verdicts) > settings.CONTENT_MAX_SHARE:
                 logger.info("upload %s refused: %s of %s samples flagged explicit", upload.pk, flagged, len(verdicts))
                 raise _refuse_upload(upload, _explicit_message(upload, flagged, len(verdicts)), refund=False)
             if not survey.faces:
@@ -153,18 +153,19 @@ def _check_video(upload: Upload, path: Path, progress: Progress):
     expected = max(1, -(-max(info.frame_count, 1) // step))
     checker = _content_checker()
     verdicts = []
-    state = {"poster": None}
+    state = {"poster": None, "flagged": 0}
     limit = settings.CONTENT_MAX_SHARE
 
     def samples():
         for frame in iter_frames(path, every=step):
             verdict = checker.check(frame.rgb)
             verdicts.append(verdict)
+            state["flagged"] += verdict.flagged
             if state["poster"] is None:
                 state["poster"] = frame.rgb
             done = len(verdicts)
             progress(5 + 85 * min(1.0, done / expected), f"Checking second {done} of {expected}")
-            if sum(v.flagged for v in verdicts) > limit * expected:
+            if state["flagged"] > limit * expected:
                 return  # refused whatever the rest holds: stop early
             if not verdict.flagged:
                 yield frame.time, frame.rgb
@@ -226,7 +227,7 @@ def _store_survey(upload: Upload, survey, poster: np.ndarray | None, preview_vid
             face.thumbnail.save("face.jpg", ContentFile(_jpeg(found.thumbnail, 256, 90)), save=False)
             written.append(face.thumbnail.name)
             faces.append(face)
-        fields = ["samples"]
+        fields = ["browser_playable"]  # the content-check counts were saved by check_upload
         if poster is not None:
             upload.preview.save("preview.jpg", ContentFile(_jpeg(poster, PREVIEW_SIDE)), save=False)
             written.append(upload.preview.name)
@@ -236,7 +237,6 @@ def _store_survey(upload: Upload, survey, poster: np.ndarray | None, preview_vid
             written.append(upload.preview_video.name)
             fields.append("preview_video")
         upload.browser_playable = preview_video is None
-        fields.append("browser_playable")
         with transaction.atomic():
             if not _still_ours(upload):
                 raise JobCancelled()

@@ -177,12 +177,11 @@ def persona_distances(upload: Upload, avatars: list[Avatar]) -> dict[int, dict[i
     }
 
 
-def best_persona(distances: Mapping[int, float], *, taken: set[int] = frozenset()) -> int | None:
-    """The persona that protects best (farthest identity), preferring one not used yet."""
+def best_persona(distances: Mapping[int, float]) -> int | None:
+    """The persona that protects best: the farthest identity (the lowest id on a tie)."""
     if not distances:
         return None
-    free = {pk: d for pk, d in distances.items() if pk not in taken} or dict(distances)
-    return max(free, key=lambda pk: (free[pk], -pk))
+    return max(distances, key=lambda pk: (distances[pk], -pk))
 
 
 # --- swaps ------------------------------------------------------------------------------------
