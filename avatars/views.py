@@ -11,13 +11,13 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from accounts import quotas
 from accounts.models import UsageCounter
 from avatars import services
 from avatars.forms import AttributeForm, LibraryFilterForm
 from avatars.models import CANDIDATE_COUNT, Avatar, GenerationJob
+from safeface.htmx import htmx_redirect, render_polled
 from safeface.jobs import JobStatus, job_cancel
 from safeface.private_media import private_file_response
 
@@ -40,12 +40,6 @@ def _get_job_for_user(request: HttpRequest, pk: int) -> GenerationJob:
         return GenerationJob.objects.get(pk=pk, user=request.user)
     except GenerationJob.DoesNotExist:
         raise Http404("No such generation.") from None
-
-
-def _redirect(request: HttpRequest, url: str) -> HttpResponse:
-    if request.htmx:
-        return HttpResponseClientRedirect(url)
-    return redirect(url)
 
 
 def _personas_left(user) -> quotas.Meter | None:
@@ -93,7 +87,7 @@ def create(request: HttpRequest) -> HttpResponse:
         except quotas.LimitReached as exc:
             error = exc.message
         else:
-            return _redirect(request, reverse("avatars-job", args=[job.pk]))
+            return htmx_redirect(request, reverse("avatars-job", args=[job.pk]))
     context = _create_context(request, form, error=error)
     if request.htmx:
         return render(request, "avatars/create.html#create-form", context)
@@ -129,13 +123,9 @@ def _job_context(job: GenerationJob, **extra) -> dict:
 @require_GET
 def job(request: HttpRequest, pk: int) -> HttpResponse:
     generation = _get_job_for_user(request, pk)
-    context = _job_context(generation)
-    if request.htmx:
-        response = render(request, "avatars/job.html#job-status", context)
-        if generation.is_finished:
-            return HttpResponseStopPolling(response.content)
-        return response
-    return render(request, "avatars/job.html", context)
+    return render_polled(
+        request, "avatars/job.html", "job-status", _job_context(generation), finished=generation.is_finished
+    )
 
 
 @login_required
@@ -149,7 +139,7 @@ def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.info(request, "Generation cancelled; your quota was refunded.")
         else:
             messages.info(request, "Stopping the generation…")
-    return _redirect(request, reverse("avatars-job", args=[generation.pk]))
+    return htmx_redirect(request, reverse("avatars-job", args=[generation.pk]))
 
 
 @login_required
@@ -164,8 +154,8 @@ def regenerate(request: HttpRequest, pk: int) -> HttpResponse:
         new = services.generation_regenerate(user=request.user, job=generation, submission=submission)
     except quotas.LimitReached as exc:
         messages.error(request, exc.message)
-        return _redirect(request, reverse("avatars-job", args=[generation.pk]))
-    return _redirect(request, reverse("avatars-job", args=[new.pk]))
+        return htmx_redirect(request, reverse("avatars-job", args=[generation.pk]))
+    return htmx_redirect(request, reverse("avatars-job", args=[new.pk]))
 
 
 @login_required
@@ -183,10 +173,10 @@ def pick(request: HttpRequest, pk: int) -> HttpResponse:
             })
         messages.error(request, exc.message)
         if candidate.generation_job_id:
-            return _redirect(request, reverse("avatars-job", args=[candidate.generation_job_id]))
-        return _redirect(request, reverse("avatars-library"))
+            return htmx_redirect(request, reverse("avatars-job", args=[candidate.generation_job_id]))
+        return htmx_redirect(request, reverse("avatars-library"))
     messages.success(request, f"“{kept.name}” is in your library.")
-    return _redirect(request, reverse("avatars-library"))
+    return htmx_redirect(request, reverse("avatars-library"))
 
 
 # --- one persona ------------------------------------------------------------------------------
@@ -265,4 +255,4 @@ def delete(request: HttpRequest, pk: int) -> HttpResponse:
     name = avatar.name
     services.avatar_delete(avatar=avatar)
     messages.success(request, f"“{name}” and its files were deleted.")
-    return _redirect(request, reverse("avatars-library"))
+    return htmx_redirect(request, reverse("avatars-library"))

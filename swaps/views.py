@@ -6,15 +6,15 @@ from pathlib import Path
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
 from accounts import quotas
 from accounts.models import UsageCounter
 from avatars.models import Avatar
+from safeface.htmx import htmx_redirect, render_polled
 from safeface.jobs import JobStatus, job_cancel
 from safeface.private_media import private_file_response
 from swaps import services
@@ -37,12 +37,6 @@ def _get_job_for_user(request: HttpRequest, pk: int) -> SwapJob:
         return SwapJob.objects.select_related("upload").get(pk=pk, user=request.user)
     except SwapJob.DoesNotExist:
         raise Http404("No such swap.") from None
-
-
-def _redirect(request: HttpRequest, url: str) -> HttpResponse:
-    if request.htmx:
-        return HttpResponseClientRedirect(url)
-    return redirect(url)
 
 
 def _meter(user, metric: str) -> quotas.Meter | None:
@@ -76,7 +70,7 @@ def new(request: HttpRequest) -> HttpResponse:
         except (services.UploadRejected, quotas.LimitReached) as exc:
             error = exc.message
         else:
-            return _redirect(request, reverse("swaps-upload", args=[upload.pk]))
+            return htmx_redirect(request, reverse("swaps-upload", args=[upload.pk]))
     context = {
         "form": form,
         "error": error,
@@ -169,7 +163,7 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
             except (services.SwapRefused, quotas.LimitReached) as exc:
                 error = exc.message
             else:
-                return _redirect(request, reverse("swaps-job", args=[job.pk]))
+                return htmx_redirect(request, reverse("swaps-job", args=[job.pk]))
         else:
             error = "Check the options below."
         context = _picker_context(request, upload, form, error=error)
@@ -180,13 +174,9 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
         form = SwapForm(request.GET, face_keys=keys)
         form.is_valid()
         return render(request, "swaps/upload.html#face-picker", _picker_context(request, upload, form))
-    context = _picker_context(request, upload)
-    if request.htmx:
-        response = render(request, "swaps/upload.html#upload-status", context)
-        if upload.is_finished:
-            return HttpResponseStopPolling(response.content)
-        return response
-    return render(request, "swaps/upload.html", context)
+    return render_polled(
+        request, "swaps/upload.html", "upload-status", _picker_context(request, upload), finished=upload.is_finished
+    )
 
 
 @login_required
@@ -196,7 +186,7 @@ def upload_delete(request: HttpRequest, pk: int) -> HttpResponse:
     name = str(upload)
     services.upload_delete(upload=upload)
     messages.success(request, f"“{name}” and everything made from it were deleted.")
-    return _redirect(request, reverse("swaps-history"))
+    return htmx_redirect(request, reverse("swaps-history"))
 
 
 @login_required
@@ -235,12 +225,7 @@ def face_thumbnail(request: HttpRequest, pk: int, key: int) -> HttpResponse:
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
     context = {"job": job, "upload": job.upload, "assignments": list(job.assignments.all())}
-    if request.htmx:
-        response = render(request, "swaps/job.html#job-status", context)
-        if job.is_finished:
-            return HttpResponseStopPolling(response.content)
-        return response
-    return render(request, "swaps/job.html", context)
+    return render_polled(request, "swaps/job.html", "job-status", context, finished=job.is_finished)
 
 
 @login_required
@@ -254,7 +239,7 @@ def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
             messages.info(request, "Swap cancelled; it was not counted against your quota.")
         else:
             messages.info(request, "Stopping the swap…")
-    return _redirect(request, reverse("swaps-job", args=[job.pk]))
+    return htmx_redirect(request, reverse("swaps-job", args=[job.pk]))
 
 
 @login_required
@@ -263,7 +248,7 @@ def job_delete(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
     services.swap_delete(job=job)
     messages.success(request, "The swap and its files were deleted.")
-    return _redirect(request, reverse("swaps-history"))
+    return htmx_redirect(request, reverse("swaps-history"))
 
 
 @login_required
