@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -48,7 +49,11 @@ def _meter(user, metric: str) -> quotas.Meter | None:
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     jobs = SwapJob.objects.filter(user=request.user).select_related("upload").prefetch_related("assignments")
-    waiting = Upload.objects.filter(user=request.user, swaps__isnull=True).exclude(status=JobStatus.CANCELLED)
+    waiting = (
+        Upload.objects.filter(user=request.user, swaps__isnull=True)
+        .exclude(status=JobStatus.CANCELLED)
+        .annotate(face_count=Count("faces"))
+    )
     return render(request, "swaps/history.html", {
         "jobs": jobs[:100],
         "waiting": waiting[:20],

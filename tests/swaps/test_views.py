@@ -398,6 +398,7 @@ def test_history_lists_my_swaps_with_status_and_thumbnails_not_others(owner_clie
     assert f'src="{reverse("swaps-upload-media", args=[failed.upload_id, "preview"])}"' in page
     assert "done.jpg" in page and "failed.jpg" in page and "someone-else.jpg" not in page
     assert 'data-testid="waiting-upload"' in page and reverse("swaps-upload", args=[waiting.pk]) in page
+    assert "1 face found" in page  # the waiting upload's face count
     assert 'data-testid="empty-state"' not in page
     assert re.search(r'data-testid="swap-status">Succeeded<', page) and re.search(r'data-testid="swap-status">Failed<', page)
 
