@@ -37,3 +37,23 @@ class Cancelled(EngineError):
 
 class GenerationFailed(EngineError):
     """No generated candidate passed the checks (or none was unique enough) within the attempts."""
+
+
+class AudioError(EngineError):
+    """Base class of the voice engine's input errors."""
+
+
+class NoAudioStream(AudioError, UnsupportedMedia):
+    """The file has no audio track (a silent video, an image, a document)."""
+
+
+class UnreadableAudio(AudioError, CorruptMedia):
+    """The file is not audio SafeFace can decode, or it is damaged."""
+
+
+class EmptyAudio(AudioError, CorruptMedia):
+    """The audio track holds no samples (zero length)."""
+
+
+class AudioTooLong(AudioError, MediaTooLarge):
+    """The recording is longer than the engine (or the caller) accepts."""

