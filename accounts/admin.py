@@ -22,7 +22,7 @@ class UserAdmin(BaseUserAdmin):
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "slug", "is_default", "price_label", "avatars_per_period", "swaps_per_period", "upload_bytes_per_period",
+        "name", "slug", "is_default", "price_label", "avatars_per_period", "swaps_per_period", "upload_bytes_per_period", "voice_minutes_per_period",
         "video_seconds_per_upload", "max_image_side", "max_video_side", "concurrent_jobs",
         "retention_days", "queue_priority",
     ]

@@ -52,6 +52,7 @@ class Plan(models.Model):
     avatars_per_period = models.PositiveIntegerField(help_text="Personas generated per month.")
     swaps_per_period = models.PositiveIntegerField(default=20, help_text="Photos and videos protected per month.")
     upload_bytes_per_period = models.PositiveBigIntegerField(help_text="Bytes uploaded per month.")
+    voice_minutes_per_period = models.PositiveIntegerField(default=10, help_text="Minutes of recordings voice-masked per month.")
     video_seconds_per_upload = models.PositiveIntegerField(help_text="Longest video accepted, in seconds.")
     max_image_side = models.PositiveIntegerField(help_text="Longest side of an uploaded image, in pixels.")
     max_video_side = models.PositiveIntegerField(help_text="Longest side of an uploaded video, in pixels.")
@@ -102,6 +103,7 @@ class UsageCounter(models.Model):
         AVATARS = "avatars", "Personas generated"
         SWAPS = "swaps", "Photos and videos protected"
         UPLOAD_BYTES = "upload_bytes", "Upload volume"
+        VOICE_SECONDS = "voice_seconds", "Voice masking"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="usage_counters")
     period = models.CharField(max_length=7, help_text="YYYY-MM")

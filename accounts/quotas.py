@@ -1,7 +1,7 @@
 """Plan limits and metered quotas.
 
-Metered quotas (personas per month, upload bytes per month) live in one UsageCounter row per
-user, period and metric. Reserving is a single conditional UPDATE
+Metered quotas (personas, swaps, upload bytes and seconds of voice masking per month) live in
+one UsageCounter row per user, period and metric. Reserving is a single conditional UPDATE
 (``used = used + n WHERE used <= limit - n``), so two concurrent requests can never both take
 the last unit, on SQLite or PostgreSQL. A reservation is released when a job fails through no
 fault of the user.
@@ -23,7 +23,11 @@ METRIC_LIMIT_FIELDS = {
     UsageCounter.Metric.AVATARS: "avatars_per_period",
     UsageCounter.Metric.SWAPS: "swaps_per_period",
     UsageCounter.Metric.UPLOAD_BYTES: "upload_bytes_per_period",
+    UsageCounter.Metric.VOICE_SECONDS: "voice_minutes_per_period",
 }
+# Plans state some limits in a larger unit than the metric counts (minutes of voice, metered
+# in seconds).
+METRIC_LIMIT_SCALE = {UsageCounter.Metric.VOICE_SECONDS: 60}
 
 
 class LimitReached(Exception):
@@ -87,9 +91,28 @@ def plan_for(user: User) -> Plan:
     return user.plan if user.plan_id else default_plan()
 
 
+def metric_limit(plan: Plan, metric: str) -> int:
+    """The plan's monthly limit of ``metric``, in the unit the metric counts."""
+    return getattr(plan, METRIC_LIMIT_FIELDS[metric]) * METRIC_LIMIT_SCALE.get(metric, 1)
+
+
+def format_seconds(seconds: int) -> str:
+    """"45 s", "10 min", "2 min 5 s", "1 h 30 min"."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours:,} h {minutes} min" if minutes else f"{hours:,} h"
+    return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+
+
 def _format(metric: str, amount: int) -> str:
     if metric == UsageCounter.Metric.UPLOAD_BYTES:
         return filesizeformat(amount)
+    if metric == UsageCounter.Metric.VOICE_SECONDS:
+        return format_seconds(amount)
     return f"{amount:,}"
 
 
@@ -97,7 +120,7 @@ def quota_reserve(*, user: User, metric: str, amount: int, now: datetime | None 
     if amount <= 0:
         raise ValueError("A reservation must be for a positive amount.")
     plan = plan_for(user)
-    limit = getattr(plan, METRIC_LIMIT_FIELDS[metric])
+    limit = metric_limit(plan, metric)
     label = UsageCounter.Metric(metric).label.lower()
     period = current_period(now)
     if amount > limit:
@@ -173,8 +196,8 @@ def usage_meters(user: User, now: datetime | None = None) -> list[Meter]:
         UsageCounter.objects.filter(user=user, period=period).values_list("metric", "used")
     )
     meters = []
-    for metric, field in METRIC_LIMIT_FIELDS.items():
-        limit = getattr(plan, field)
+    for metric in METRIC_LIMIT_FIELDS:
+        limit = metric_limit(plan, metric)
         amount = used.get(metric, 0)
         meters.append(
             Meter(metric, UsageCounter.Metric(metric).label, amount, limit, _format(metric, amount), _format(metric, limit))

@@ -283,11 +283,15 @@ class Avatar(models.Model):
         ]
 
     def delete_with_files(self) -> None:
-        """Deletes the row, then its files once the deletion is committed."""
-        names = [f.name for f in (self.image, self.thumbnail) if f]
-        storage = self.image.storage
+        """Deletes the row, then its files once the deletion is committed (with those of its
+        voice: the previews and any clip waiting for one)."""
+        from voice.models import PersonaVoice
+
+        files = [(f.storage, f.name) for f in (self.image, self.thumbnail) if f]
+        for voice in PersonaVoice.objects.filter(avatar=self):
+            files += voice.file_names()
         self.delete()
-        transaction.on_commit(lambda: [storage.delete(name) for name in names])
+        transaction.on_commit(lambda: [storage.delete(name) for storage, name in files])
 
 
 def _thumbnail(rgb: np.ndarray) -> np.ndarray:

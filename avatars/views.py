@@ -20,6 +20,7 @@ from avatars.models import CANDIDATE_COUNT, Avatar, GenerationJob
 from safeface.htmx import htmx_redirect, render_polled
 from safeface.jobs import JobStatus, job_cancel
 from safeface.private_media import private_file_response
+from voice.services import voice_description
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -184,7 +185,9 @@ def pick(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     avatar = _get_avatar_for_user(request, pk)
-    return render(request, "avatars/detail.html", {"avatar": avatar, "verified": services.avatar_is_verified(avatar)})
+    return render(request, "avatars/detail.html", {
+        "avatar": avatar, "verified": services.avatar_is_verified(avatar), "voice_description": voice_description(avatar),
+    })
 
 
 @login_required

@@ -134,6 +134,14 @@ class Job(models.Model):
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
+    @property
+    def eta_seconds(self) -> int | None:
+        """Seconds left, from the pace so far (None until there is a pace to go by)."""
+        if self.status != JobStatus.RUNNING or not self.started_at or self.progress < 3:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return max(1, round(elapsed * (100 - self.progress) / self.progress))
+
     def output_files(self) -> list[FieldFile]:
         return [getattr(self, name) for name in _file_field_names(type(self), outputs_only=True) if getattr(self, name)]
 
@@ -286,6 +294,14 @@ class _Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=self.interval + 5)
+
+
+def job_still_claimed(job: Job) -> bool:
+    """Whether this run still owns ``job``: not cancelled, deleted or handed to another worker.
+    A run checks it inside the transaction that saves its results."""
+    return type(job).objects.filter(
+        pk=job.pk, status=JobStatus.RUNNING, worker=job.worker, cancel_requested=False
+    ).exists()
 
 
 def _claim_token() -> str:

@@ -164,6 +164,10 @@ CONTENT_MIN_SCORE = env.float("SAFEFACE_CONTENT_MIN_SCORE", 0.5, min_value=0.05,
 CONTENT_MAX_SHARE = env.float("SAFEFACE_CONTENT_MAX_SHARE", 0.1, min_value=0.0, max_value=1.0)
 # Scratch folder of the workers for videos (default: the system's temporary folder).
 JOB_TEMP_DIR = env.str("SAFEFACE_TEMP_DIR", "") or None
+# --- Voice ----------------------------------------------------------------------------------
+# Longest recording one voice-masking job accepts, whatever the plan (the plan's monthly minutes
+# apply on top).
+VOICE_MAX_SECONDS = env.int("SAFEFACE_VOICE_MAX_MINUTES", 60, min_value=1, max_value=240) * 60
 
 Q_CLUSTER = {
     "name": env.str("Q_PREFIX", "safeface"),

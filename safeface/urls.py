@@ -11,5 +11,6 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("personas/", include("avatars.urls")),
     path("swaps/", include("swaps.urls")),
+    path("voice/", include("voice.urls")),
     path("admin/", admin.site.urls),
 ]

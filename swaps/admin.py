@@ -33,6 +33,6 @@ class SwapJobAdmin(admin.ModelAdmin):
     exclude = ["result", "result_thumbnail"]
     inlines = [SwapAssignmentInline]
     readonly_fields = [
-        "user", "upload", "others", "audio", "quality", "submission", "report", "worker", "queued_at",
+        "user", "upload", "others", "audio", "voice_avatar", "quality", "submission", "report", "worker", "queued_at",
         "started_at", "finished_at", "quota_metric", "quota_period", "quota_amount", "quota_refunded",
     ]

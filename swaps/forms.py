@@ -49,6 +49,7 @@ class SwapForm(forms.Form):
     others = forms.ChoiceField(label="Everyone else", choices=SwapJob.Others.choices, initial=SwapJob.Others.KEEP, widget=RADIO)
     audio = forms.ChoiceField(label="Sound", choices=SwapJob.Audio.choices, initial=SwapJob.Audio.KEEP, widget=RADIO)
     quality = forms.ChoiceField(label="Output quality", choices=SwapJob.Quality.choices, initial=SwapJob.Quality.STANDARD, widget=RADIO)
+    voice = forms.CharField(required=False)
     submission = forms.UUIDField(widget=forms.HiddenInput, required=False)
 
     def __init__(self, *args, face_keys: list[int], **kwargs) -> None:
@@ -71,6 +72,25 @@ class SwapForm(forms.Form):
                 raise PersonaNotFound()
             chosen[key] = int(value)
         return chosen
+
+    def voice_persona(self) -> int | None:
+        """The avatar id whose voice masks the sound (None: the first face's persona). Raises
+        PersonaNotFound for a value that is not an id at all."""
+        value = (self.cleaned_data.get("voice") or "").strip()
+        if not value:
+            return None
+        if not value.isdigit():
+            raise PersonaNotFound()
+        return int(value)
+
+    def selected_voice(self) -> int | None:
+        data = self.data if self.is_bound else self.initial
+        value = str(data.get("voice") or "")
+        return int(value) if value.isdigit() else None
+
+    def selected_audio(self) -> str:
+        data = self.data if self.is_bound else self.initial
+        return str(data.get("audio") or SwapJob.Audio.KEEP)
 
     def selected(self) -> dict[int, int | None]:
         """What the form currently says for each face (bound or not), for re-rendering."""

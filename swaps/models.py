@@ -157,6 +157,7 @@ class SwapJob(Job):
     class Audio(models.TextChoices):
         KEEP = "keep", "Keep the original sound"
         DROP = "drop", "Remove the sound"
+        MASK = "mask", "Mask the voice with the persona's voice"
 
     class Quality(models.TextChoices):
         STANDARD = "standard", "Standard (smaller file)"
@@ -166,6 +167,10 @@ class SwapJob(Job):
     others = models.CharField(max_length=8, choices=Others.choices, default=Others.KEEP)
     audio = models.CharField(max_length=8, choices=Audio.choices, default=Audio.KEEP)
     quality = models.CharField(max_length=8, choices=Quality.choices, default=Quality.STANDARD)
+    voice_avatar = models.ForeignKey(
+        "avatars.Avatar", null=True, blank=True, on_delete=models.SET_NULL, related_name="voice_swaps",
+        help_text="Whose voice masks the sound (audio “mask”): one of the personas of the job's faces.",
+    )
     submission = models.UUIDField(null=True, blank=True, editable=False)
     result = models.FileField(upload_to=_result_path, max_length=255, blank=True)
     result_thumbnail = models.FileField(upload_to=_result_path, max_length=255, blank=True)
@@ -178,16 +183,6 @@ class SwapJob(Job):
         return f"swap #{self.pk}"
 
     @property
-    def eta_seconds(self) -> int | None:
-        """Seconds left, from the pace so far (None until there is a pace to go by)."""
-        if self.status != JobStatus.RUNNING or not self.started_at or self.progress < 3:
-            return None
-        from django.utils import timezone
-
-        elapsed = (timezone.now() - self.started_at).total_seconds()
-        return max(1, round(elapsed * (100 - self.progress) / self.progress))
-
-    @property
     def result_suffix(self) -> str:
         return self.result.name.rsplit(".", 1)[-1] if self.result else ""
 
@@ -196,6 +191,14 @@ class SwapJob(Job):
         from swaps.processing import describe_protection
 
         return describe_protection(self.report)
+
+    def voice_check(self) -> dict | None:
+        """What the speaker check says of the masked sound, in words (None: not masked)."""
+        if not (self.report or {}).get("voice"):
+            return None
+        from voice.processing import describe_voice_check
+
+        return describe_voice_check(self.report["voice"])
 
     def run(self, progress: Progress) -> None:
         from swaps import processing

@@ -5,21 +5,18 @@ security refusals are also logged on ``safeface.security``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models.fields.files import FieldFile
 
-from safeface.jobs import JobCancelled, JobError, JobStatus, Progress
+from safeface.files import stored_local_path as local_path
+from safeface.jobs import JobCancelled, JobError, Progress, job_still_claimed
 from safeface.values import embedding_to_bytes, jsonable
 from swaps.models import SwapJob, Upload, UploadFace
 
@@ -37,22 +34,6 @@ PLAYABLE_CONTAINERS = {"mp4", "mov", "webm"}
 
 
 # --- helpers ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def local_path(file: FieldFile) -> Iterator[Path]:
-    """A local file path for a stored file (object storages are copied to a temp file)."""
-    try:
-        yield Path(file.storage.path(file.name))
-        return
-    except NotImplementedError:
-        pass
-    suffix = Path(file.name).suffix
-    with tempfile.NamedTemporaryFile(suffix=suffix, dir=settings.JOB_TEMP_DIR) as handle:
-        with file.storage.open(file.name, "rb") as source:
-            shutil.copyfileobj(source, handle, 1 << 20)
-        handle.flush()
-        yield Path(handle.name)
-
-
 def _analyzer():
     from engine.faces import FaceAnalyzer
 
@@ -70,12 +51,6 @@ def _jpeg(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:
     if scale < 1.0:
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return save_image(np.ascontiguousarray(rgb), "jpeg", quality=quality)
-
-
-def _still_ours(job) -> bool:
-    return type(job).objects.filter(
-        pk=job.pk, status=JobStatus.RUNNING, worker=job.worker, cancel_requested=False
-    ).exists()
 
 
 def _refuse_upload(upload: Upload, message: str, *, refund: bool) -> JobError:
@@ -238,7 +213,7 @@ def _store_survey(upload: Upload, survey, poster: np.ndarray | None, preview_vid
             fields.append("preview_video")
         upload.browser_playable = preview_video is None
         with transaction.atomic():
-            if not _still_ours(upload):
+            if not job_still_claimed(upload):
                 raise JobCancelled()
             UploadFace.objects.bulk_create(faces)
             upload.save(update_fields=fields)
@@ -407,18 +382,24 @@ def _swap_video(job: SwapJob, path: Path, targets, bystander, analyzer, progress
     from engine.swap.pipeline import ImageSwapOptions
     from engine.swap.video import VideoSwapOptions, swap_video
 
-    options = VideoSwapOptions(
-        image=ImageSwapOptions(bystanders=job.others),
-        audio=job.audio,
-        crf=18 if job.quality == SwapJob.Quality.HIGH else 23,
-        watermark_every=5,
-        metadata=video_metadata(job),
-    )
     with tempfile.TemporaryDirectory(dir=settings.JOB_TEMP_DIR) as folder:
         out = Path(folder) / "result.mp4"
+        audio, start, voice = job.audio, 8.0, None
+        if job.audio == SwapJob.Audio.MASK:
+            audio = "keep"  # a video without sound has nothing to mask
+            if job.upload.has_audio:
+                track, voice = _masked_voice(job, path, Path(folder), progress)
+                audio, start = str(track), 18.0
+        options = VideoSwapOptions(
+            image=ImageSwapOptions(bystanders=job.others),
+            audio=audio,
+            crf=18 if job.quality == SwapJob.Quality.HIGH else 23,
+            watermark_every=5,
+            metadata=video_metadata(job),
+        )
 
         def frames_done(done: int, total: int) -> None:
-            progress(8 + 88 * done / max(total, 1), f"Frame {done} of {total}")
+            progress(start + (96 - start) * done / max(total, 1), f"Frame {done} of {total}")
 
         result = swap_video(
             path, out, options=options, analyzer=analyzer, targets=targets, bystander_persona=bystander,
@@ -430,7 +411,32 @@ def _swap_video(job: SwapJob, path: Path, targets, bystander, analyzer, progress
             "kind": "video", "frames": result.frames, "fps": round(result.fps, 2),
             "seconds": round(result.seconds, 2), "faces": [jsonable(t, digits=4) for t in result.tracks],
         }
+        if voice is not None:
+            report["voice"] = voice
         return out.read_bytes(), "mp4", report, thumb
+
+
+def _masked_voice(job: SwapJob, path: Path, folder: Path, progress: Progress) -> tuple[Path, dict]:
+    """The video's sound track in the chosen persona's voice (an AAC file in ``folder``), and what
+    the report says of it. Progress 8-18%."""
+    from avatars.models import Avatar
+    from voice.processing import mask_sound_track, voice_check_of
+
+    avatar = job.voice_avatar
+    assigned = set(job.assignments.values_list("avatar_id", flat=True))
+    if avatar is None or avatar.user_id != job.user_id or avatar.status != Avatar.Status.READY or avatar.pk not in assigned:
+        if avatar is not None and avatar.user_id != job.user_id:
+            security_logger.warning(
+                "SECURITY swap job %s (user %s): the voice persona %s is not the owner's", job.pk, job.user_id, avatar.pk
+            )
+        raise JobError(
+            "The persona whose voice was chosen for the sound is no longer in your library, so nothing was swapped. "
+            "Choose again and start the swap again.", refund=True,
+        )
+    progress(8, "Masking the voice", force=True)
+    limit = min(float(settings.VOICE_MAX_SECONDS), float(job.upload.duration or 0) * 1.1 + 5)
+    track = mask_sound_track(path, avatar, folder, lambda percent, stage: progress(8 + 0.1 * percent, stage), max_seconds=limit)
+    return track, {"persona": avatar.name, **voice_check_of(path, track, f"swap job {job.pk}")}
 
 
 def video_metadata(job: SwapJob) -> dict[str, str]:
@@ -455,7 +461,7 @@ def _store_result(job: SwapJob, data: bytes, suffix: str, report: dict, thumb: b
             written.append(job.result_thumbnail.name)
         job.report = report
         with transaction.atomic():
-            if not _still_ours(job):
+            if not job_still_claimed(job):
                 raise JobCancelled()
             job.save(update_fields=["result", "result_thumbnail", "report"])
     except BaseException:

@@ -7,12 +7,9 @@ used. The worker checks again (``swaps.processing.verified_persona``).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
-import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from django.template.defaultfilters import filesizeformat
 from accounts import quotas
 from accounts.models import UsageCounter, User
 from avatars.models import Avatar
+from safeface.files import display_name, upload_local_path
 from safeface.jobs import job_cancel, job_submit
 from swaps.models import SwapAssignment, SwapJob, Upload, swap_delete_with_files, upload_delete_with_files
 
@@ -52,30 +50,6 @@ class PersonaNotFound(Exception):
 
 
 # --- uploads ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _local(file: UploadedFile) -> Iterator[Path]:
-    """The upload as a local path whose name carries no extension: Django's temporary file keeps
-    the client's (".upload.jpg"), and FFmpeg would pick a demuxer by it instead of the content."""
-    if hasattr(file, "temporary_file_path"):
-        with tempfile.TemporaryDirectory() as folder:
-            link = Path(folder) / "upload"
-            link.symlink_to(file.temporary_file_path())
-            yield link
-        return
-    with tempfile.NamedTemporaryFile(suffix=".upload") as handle:
-        for chunk in file.chunks():
-            handle.write(chunk)
-        handle.flush()
-        yield Path(handle.name)
-    file.seek(0)
-
-
-def _display_name(name: str | None) -> str:
-    base = Path(name or "").name
-    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
-    return base[:200] or "upload"
-
-
 def inspect_upload(*, user: User, path: Path, size: int) -> dict:
     """Decodes enough of the file to know what it is and checks the plan's limits.
 
@@ -134,9 +108,9 @@ def upload_create(*, user: User, file: UploadedFile, submission: uuid.UUID | Non
         if existing is not None:
             return existing
     size = int(file.size or 0)
-    with _local(file) as path:
+    with upload_local_path(file) as path:
         fields = inspect_upload(user=user, path=path, size=size)
-    upload = Upload(user=user, original_name=_display_name(file.name), size_bytes=size, submission=submission, **fields)
+    upload = Upload(user=user, original_name=display_name(file.name), size_bytes=size, submission=submission, **fields)
     file.seek(0)
     upload.file.save("original", file, save=False)
     try:
@@ -193,9 +167,12 @@ def swap_start(
     others: str = SwapJob.Others.KEEP,
     audio: str = SwapJob.Audio.KEEP,
     quality: str = SwapJob.Quality.STANDARD,
+    voice: int | None = None,
     submission: uuid.UUID | None = None,
 ) -> SwapJob:
-    """Queues a swap of ``assignments`` ({face key: avatar id}) on ``upload``.
+    """Queues a swap of ``assignments`` ({face key: avatar id}) on ``upload``. With ``audio``
+    "mask", the sound is masked with the voice of ``voice`` (an avatar id among the assigned
+    personas; by default the persona of the first face assigned).
 
     Raises ``PersonaNotFound`` when an id is not one of the user's kept personas (logged as a
     security event), ``SwapRefused`` for a request that cannot run, and
@@ -207,10 +184,10 @@ def swap_start(
     if upload.user_id != user.pk:
         raise PersonaNotFound()  # views load uploads through the owner check; never reached from them
     chosen = {int(key): int(pk) for key, pk in assignments.items() if pk}
-    owned = {
-        a.pk: a for a in Avatar.objects.filter(user=user, status=Avatar.Status.READY, pk__in=set(chosen.values()))
-    }
-    foreign = sorted(set(chosen.values()) - set(owned))
+    masking = audio == SwapJob.Audio.MASK
+    wanted = set(chosen.values()) | ({int(voice)} if masking and voice else set())
+    owned = {a.pk: a for a in Avatar.objects.filter(user=user, status=Avatar.Status.READY, pk__in=wanted)}
+    foreign = sorted(wanted - set(owned))
     if foreign:
         security_logger.warning(
             "SECURITY user %s asked to swap with avatar(s) %s that are not their own kept personas (upload %s)",
@@ -224,8 +201,19 @@ def swap_start(
     keys = set(upload.faces.values_list("key", flat=True))
     if set(chosen) - keys:
         raise SwapRefused("One of the chosen faces is not part of this upload. Reload the page and choose again.")
-    distances = persona_distances(upload, list(owned.values()))
-    job = SwapJob(user=user, upload=upload, others=others, audio=audio, quality=quality, submission=submission)
+    voice_avatar = None
+    if masking:
+        if not (upload.is_video and upload.has_audio):
+            raise SwapRefused("Only the sound of a video can be masked, and this upload has none.")
+        voice_pk = int(voice) if voice else chosen[min(chosen)]
+        if voice_pk not in chosen.values():
+            raise SwapRefused("The voice must be that of one of the personas you chose for a face.")
+        voice_avatar = owned[voice_pk]
+    distances = persona_distances(upload, [owned[pk] for pk in set(chosen.values())])
+    job = SwapJob(
+        user=user, upload=upload, others=others, audio=audio, quality=quality, voice_avatar=voice_avatar,
+        submission=submission,
+    )
     try:
         with transaction.atomic():
             job_submit(job, quota_metric=UsageCounter.Metric.SWAPS, quota_amount=1)

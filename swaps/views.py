@@ -128,10 +128,16 @@ def _picker_context(request: HttpRequest, upload: Upload, form: SwapForm | None 
             "warning": warning,
             "suggestion": best if warning and best and best.pk != chosen.pk else None,
         })
+    # Whose voice masks the sound: one of the chosen personas (the first face's by default).
+    voices = list({row["chosen"].pk: row["chosen"] for row in rows if row["chosen"]}.values())
+    voice = by_pk.get(form.selected_voice()) if form.selected_voice() in {a.pk for a in voices} else None
     return {
         "upload": upload,
         "form": form,
         "rows": rows,
+        "masking": upload.is_video and upload.has_audio and form.selected_audio() == SwapJob.Audio.MASK,
+        "voices": voices,
+        "voice": voice or (voices[0] if voices else None),
         "personas": personas,
         "error": error,
         "chosen_count": sum(1 for r in rows if r["chosen"]),
@@ -151,6 +157,7 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
         if form.is_valid():
             try:
                 assignments = form.assignments()
+                voice = form.voice_persona()
             except services.PersonaNotFound:
                 # Not an id at all: as forged as someone else's id (which swap_start logs).
                 security_logger.warning(
@@ -161,7 +168,7 @@ def upload_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 job = services.swap_start(
                     user=request.user, upload=upload, assignments=assignments,
                     others=form.cleaned_data["others"], audio=form.cleaned_data["audio"],
-                    quality=form.cleaned_data["quality"], submission=form.cleaned_data["submission"],
+                    quality=form.cleaned_data["quality"], voice=voice, submission=form.cleaned_data["submission"],
                 )
             except services.PersonaNotFound:
                 raise Http404("No such persona.") from None

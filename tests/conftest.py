@@ -20,8 +20,12 @@ def ensure_plans() -> None:
 
     seed = import_module("accounts.migrations.0002_seed_plans")
     swaps = import_module("accounts.migrations.0003_plan_swaps_per_period").SWAPS
+    voice = import_module("accounts.migrations.0004_plan_voice_minutes_per_period").VOICE_MINUTES
     for values in seed.PLANS:
-        Plan.objects.get_or_create(slug=values["slug"], defaults={**values, "swaps_per_period": swaps[values["slug"]]})
+        slug = values["slug"]
+        Plan.objects.get_or_create(
+            slug=slug, defaults={**values, "swaps_per_period": swaps[slug], "voice_minutes_per_period": voice[slug]}
+        )
 
 
 def make_user(email: str, *, plan: str | None = None, password: str = PASSWORD) -> User:

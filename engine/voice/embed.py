@@ -35,7 +35,11 @@ def _get_encoder():
 def speaker_embedding(samples: np.ndarray, rate: int = RATE) -> np.ndarray:
     """The unit-length 256-d embedding of mono ``samples`` (float, at ``rate``; resampled to 16 kHz
     by Resemblyzer when needed). Silence is trimmed first; raises ``ValueError`` if nothing is left."""
-    from resemblyzer import preprocess_wav
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resemblyzer imports a deprecated scipy namespace
+        from resemblyzer import preprocess_wav
 
     wav = preprocess_wav(np.asarray(samples, dtype=np.float32), source_sr=rate)
     if len(wav) < RATE // 2:
