@@ -60,15 +60,20 @@ def _presentation(avatar: Avatar) -> tuple[str | None, str | None]:
     return gender if isinstance(gender, str) else None, age_band if isinstance(age_band, str) else None
 
 
-def voice_for(avatar: Avatar) -> PersonaVoice:
-    """The persona's voice, made from its seed and presentation the first time it is asked for."""
+def _default_profile(avatar: Avatar):
+    """The voice a persona starts with: drawn from its seed, typical of its presentation."""
     from engine.voice import VoiceProfile
 
+    gender, age_band = _presentation(avatar)
+    return VoiceProfile.from_seed(avatar.seed, gender=gender, age_band=age_band)
+
+
+def voice_for(avatar: Avatar) -> PersonaVoice:
+    """The persona's voice, made from its seed and presentation the first time it is asked for."""
     existing = PersonaVoice.objects.filter(avatar=avatar).first()
     if existing is not None:
         return existing
-    gender, age_band = _presentation(avatar)
-    profile = VoiceProfile.from_seed(avatar.seed, gender=gender, age_band=age_band)
+    profile = _default_profile(avatar)
     try:
         with transaction.atomic():
             return PersonaVoice.objects.create(avatar=avatar, user_id=avatar.user_id, settings=profile.to_dict())
@@ -78,13 +83,8 @@ def voice_for(avatar: Avatar) -> PersonaVoice:
 
 def voice_description(avatar: Avatar) -> str:
     """The persona's voice in words, without making its row (for pages that only show it)."""
-    from engine.voice import VoiceProfile
-
     existing = PersonaVoice.objects.filter(avatar=avatar).first()
-    if existing is not None:
-        return existing.describe()
-    gender, age_band = _presentation(avatar)
-    return VoiceProfile.from_seed(avatar.seed, gender=gender, age_band=age_band).describe()
+    return (existing.profile() if existing is not None else _default_profile(avatar)).describe()
 
 
 def voice_update(*, voice: PersonaVoice, values: dict) -> PersonaVoice:
@@ -245,29 +245,14 @@ def sample_available() -> bool:
     return True
 
 
-def _cut_clip(path: Path, folder: Path) -> Path:
-    """The first ``PREVIEW_SECONDS`` of the recording as a mono FLAC (all a preview needs)."""
-    import numpy as np
+def _cut_clip(path: Path, folder: Path, rate: int) -> Path:
+    """The first ``PREVIEW_SECONDS`` of the recording (at its own ``rate``) as a mono FLAC: all a
+    preview needs. A long recording is not decoded to its end."""
+    from engine.voice.audio import read_head, write_audio
 
-    from engine.voice import probe_audio
-    from engine.voice.audio import read_chunks, write_audio
-
-    info = probe_audio(path, max_seconds=settings.VOICE_MAX_SECONDS)
-    wanted = int(PREVIEW_SECONDS * info.sample_rate)
-    parts, total = [], 0
-    # A long recording is not decoded to its end: only its start is read.
-    for chunk in read_chunks(path, mono=True, chunk_seconds=5.0, max_seconds=settings.VOICE_MAX_SECONDS):
-        parts.append(chunk[: wanted - total])
-        total += len(parts[-1])
-        if total >= wanted:
-            break
-    samples = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-    if not len(samples):
-        from engine.errors import EmptyAudio
-
-        raise EmptyAudio("empty")
+    samples = read_head(path, PREVIEW_SECONDS, mono=True, max_seconds=settings.VOICE_MAX_SECONDS)
     out = folder / "clip.flac"
-    write_audio(out, samples, info.sample_rate, "flac")
+    write_audio(out, samples, rate, "flac")
     return out
 
 
@@ -287,10 +272,10 @@ def preview_start(*, user: User, voice: PersonaVoice, clip: UploadedFile | None 
     else:
         size = int(clip.size or 0)
         with upload_local_path(clip) as path:
-            inspect_recording(path=path, size=size)
+            fields = inspect_recording(path=path, size=size)
             with tempfile.TemporaryDirectory(dir=settings.JOB_TEMP_DIR) as folder:
                 try:
-                    cut = _cut_clip(path, Path(folder))
+                    cut = _cut_clip(path, Path(folder), fields["sample_rate"])
                 except errors.AudioError as exc:
                     raise _refusal(exc) from exc
                 job.source = PersonaVoice.Source.UPLOAD

@@ -196,6 +196,17 @@ def read_chunks(
         container.close()
 
 
+def read_head(path: PathLike, seconds: float, *, rate: int | None = None, mono: bool = True,
+              max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """The first ``seconds`` of the track as one float32 (n, channels) array (at ``rate``, default
+    the file's own); the rest of the file is not decoded."""
+    chunks = read_chunks(path, rate=rate, mono=mono, chunk_seconds=seconds, max_seconds=max_seconds)
+    try:
+        return next(chunks)  # (read_chunks raises EmptyAudio when nothing decodes)
+    finally:
+        chunks.close()  # closes the file now
+
+
 def read_audio(path: PathLike, *, rate: int | None = None, mono: bool = False,
                max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
     """The whole track as one float32 (n, channels) array, and its rate (for short clips)."""
@@ -235,9 +246,7 @@ class AudioWriter:
         layout = "mono" if self.channels == 1 else "stereo"
         enc_rate = _encoder_rate(codec, self.rate)
         self.stream = self.out.add_stream(codec, rate=enc_rate, layout=layout)
-        if codec == "aac":
-            self.stream.bit_rate = 96_000 if self.channels == 1 else 160_000
-        elif codec == "libmp3lame":
+        if codec in ("aac", "libmp3lame"):
             self.stream.bit_rate = 96_000 if self.channels == 1 else 160_000
         self.layout = layout
         # Two stages: to the output rate (held back, so the end can be padded or trimmed), then to

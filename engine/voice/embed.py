@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from engine.voice.audio import PathLike, read_chunks
+from engine.voice.audio import PathLike, read_head
 
 RATE = 16000
 _encoder = None
@@ -49,14 +49,8 @@ def speaker_embedding(samples: np.ndarray, rate: int = RATE) -> np.ndarray:
         return encoder.embed_utterance(wav)
 
 
-def _head(path: PathLike, seconds: float) -> np.ndarray:
-    for chunk in read_chunks(path, rate=RATE, mono=True, chunk_seconds=seconds):
-        return chunk[:, 0]
-    return np.zeros(0, dtype=np.float32)
-
-
 def voice_similarity(path_a: PathLike, path_b: PathLike, *, seconds: float = 60.0) -> float:
     """Cosine similarity (about 0..1) of the voices in the first ``seconds`` of two recordings."""
-    a = speaker_embedding(_head(path_a, seconds))
-    b = speaker_embedding(_head(path_b, seconds))
+    a = speaker_embedding(read_head(path_a, seconds, rate=RATE)[:, 0])
+    b = speaker_embedding(read_head(path_b, seconds, rate=RATE)[:, 0])
     return float(np.clip(np.dot(a, b), -1.0, 1.0))

@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.errors import Cancelled
 from engine.voice.audio import (
-    MAX_SECONDS, OUTPUT_FORMATS, AudioWriter, PathLike, probe_audio, read_chunks,
+    MAX_SECONDS, OUTPUT_FORMATS, AudioWriter, PathLike, probe_audio, read_chunks, read_head,
 )
 from engine.voice.convert import SpeakerStats, convert, speaker_stats
 from engine.voice.profile import VoiceProfile
@@ -204,11 +204,8 @@ def mask_file(
     expected = info.duration or 1.0
 
     _report(progress, 1, "Listening to the voice")
-    head = []
-    for chunk in read_chunks(src, rate=conv_rate, mono=True, chunk_seconds=STATS_SECONDS, max_seconds=max_seconds):
-        head.append(chunk[:, 0].astype(np.float64))
-        break
-    stats = speaker_stats(head[0], conv_rate) if head else None
+    head = read_head(src, STATS_SECONDS, rate=conv_rate, max_seconds=max_seconds)[:, 0].astype(np.float64)
+    stats = speaker_stats(head, conv_rate)
     del head
 
     channels = 1 if info.channels == 1 else 2

@@ -9,7 +9,7 @@ seed and new values.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -127,9 +127,6 @@ class VoiceProfile:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def with_values(self, **values) -> VoiceProfile:
-        return replace(self, **values)
 
     # --- words ------------------------------------------------------------------------
     def describe(self) -> str:
