@@ -172,6 +172,27 @@ def avatar_is_verified(avatar: Avatar) -> bool:
     return True
 
 
+class PersonaNotFound(Exception):
+    """A requested persona is not one of the user's own kept personas (the views answer 404)."""
+
+
+def kept_personas(*, user: User, ids, action: str) -> dict[int, Avatar]:
+    """The user's own kept personas with these ids, by id. Any other id (another user's persona, a
+    candidate, a deleted or invented id, a value that is not a number) raises ``PersonaNotFound``,
+    logged on ``safeface.security`` with what was asked for."""
+    values = [str(v if v is not None else "").strip() for v in ids]
+    numeric = {int(v) for v in values if v.isdigit()}
+    owned = {a.pk: a for a in Avatar.objects.filter(user=user, status=Avatar.Status.READY, pk__in=numeric)}
+    refused = [v[:40] for v in values if not v.isdigit() or int(v) not in owned]
+    if refused:
+        security_logger.warning(
+            "SECURITY user %s asked to %s with persona(s) %s that are not their own kept personas",
+            user.pk, action, ", ".join(refused),
+        )
+        raise PersonaNotFound()
+    return owned
+
+
 def report_tampered(error: AvatarTampered, *, action: str, user_id: int | None) -> None:
     security_logger.warning(
         "SECURITY avatar %s (owner %s) refused for %s by user %s: %s",

@@ -7,7 +7,6 @@ used. The worker checks again (``swaps.processing.verified_persona``).
 """
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,11 +20,11 @@ from django.template.defaultfilters import filesizeformat
 from accounts import quotas
 from accounts.models import UsageCounter, User
 from avatars.models import Avatar
+from avatars.services import PersonaNotFound, kept_personas
 from safeface.files import display_name, upload_local_path
 from safeface.jobs import job_cancel, job_submit
 from swaps.models import SwapAssignment, SwapJob, Upload, swap_delete_with_files, upload_delete_with_files
 
-security_logger = logging.getLogger("safeface.security")
 
 # A persona closer than this to the face it replaces protects poorly: the picker warns.
 RESEMBLES = 0.65
@@ -43,10 +42,6 @@ class UploadRejected(Exception):
 
 class SwapRefused(UploadRejected):
     """The swap cannot start as asked; ``message`` says why."""
-
-
-class PersonaNotFound(Exception):
-    """A requested persona is not one of the user's own kept personas."""
 
 
 # --- uploads ----------------------------------------------------------------------------------
@@ -186,14 +181,7 @@ def swap_start(
     chosen = {int(key): int(pk) for key, pk in assignments.items() if pk}
     masking = audio == SwapJob.Audio.MASK
     wanted = set(chosen.values()) | ({int(voice)} if masking and voice else set())
-    owned = {a.pk: a for a in Avatar.objects.filter(user=user, status=Avatar.Status.READY, pk__in=wanted)}
-    foreign = sorted(wanted - set(owned))
-    if foreign:
-        security_logger.warning(
-            "SECURITY user %s asked to swap with avatar(s) %s that are not their own kept personas (upload %s)",
-            user.pk, foreign, upload.pk,
-        )
-        raise PersonaNotFound()
+    owned = kept_personas(user=user, ids=sorted(wanted), action=f"swap upload {upload.pk}")
     if not upload.is_ready:
         raise SwapRefused("This upload is not ready for a swap (still being checked, refused, or deleted).")
     if not chosen:

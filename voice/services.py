@@ -12,7 +12,6 @@ plan's monthly minutes when the job is submitted).
 """
 from __future__ import annotations
 
-import logging
 import math
 import secrets
 import tempfile
@@ -28,11 +27,11 @@ from django.template.defaultfilters import filesizeformat
 from accounts.models import UsageCounter, User
 from accounts.quotas import LimitReached, format_seconds
 from avatars.models import Avatar
+from avatars.services import PersonaNotFound, kept_personas
 from safeface.files import display_name, upload_local_path
 from safeface.jobs import ACTIVE_STATUSES, job_cancel, job_submit
 from voice.models import MaskJob, PersonaVoice, PreviewJob, mask_delete_with_files
 
-security_logger = logging.getLogger("safeface.security")
 
 PREVIEW_SECONDS = 15.0  # the longest part of the owner's own clip a preview uses
 MAX_ACTIVE_PREVIEWS = 3  # previews queued or running per user (they are free)
@@ -45,10 +44,6 @@ class AudioRejected(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class PersonaNotFound(Exception):
-    """The requested persona is not one of the user's own kept personas."""
 
 
 # --- a persona's voice ------------------------------------------------------------------------
@@ -165,21 +160,6 @@ def quota_seconds(duration: float) -> int:
 
 
 # --- masking a recording ----------------------------------------------------------------------
-def persona_for_user(*, user: User, pk, action: str) -> Avatar:
-    """One of the user's own kept personas, or ``PersonaNotFound`` (logged as a security event)."""
-    value = str(pk if pk is not None else "").strip()
-    avatar = None
-    if value.isdigit():
-        avatar = Avatar.objects.filter(pk=int(value), user=user, status=Avatar.Status.READY).first()
-    if avatar is None:
-        security_logger.warning(
-            "SECURITY user %s asked to %s with persona %r, which is not one of their own kept personas",
-            user.pk, action, value[:40],
-        )
-        raise PersonaNotFound()
-    return avatar
-
-
 def mask_start(
     *,
     user: User,
@@ -197,7 +177,7 @@ def mask_start(
         existing = MaskJob.objects.filter(user=user, submission=submission).first()
         if existing is not None:
             return existing
-    avatar = persona_for_user(user=user, pk=persona, action="mask a recording")
+    (avatar,) = kept_personas(user=user, ids=[persona], action="mask a recording").values()
     if output_format not in MaskJob.Format.values:
         raise AudioRejected("Choose one of the offered output formats.")
     size = int(file.size or 0)
