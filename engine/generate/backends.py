@@ -2,9 +2,10 @@
 
 * ``stylegan`` (embedded default): MobileStyleGAN FFHQ on OpenVINO, the sampled style edited
   along the learnt attribute directions.
-* ``diffusers`` (production): a diffusion pipeline from the models folder, prompted from the same
-  attributes. Its loader lives with the production GPU backends; this module gives it a name,
-  the prompt it is driven with, and a clear message where it is not installed.
+* ``diffusers`` (production): a diffusion pipeline (Mobius, SDXL or SD1.5) from the models folder,
+  prompted from the same attributes (:func:`diffusion_prompt`); loader and renderer in
+  :mod:`engine.generate.diffusion`. It also renders a batch of candidates in one call
+  (``render_batch``), which :func:`engine.generate.pipeline.generate_avatars` uses when present.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ class AvatarBackend(Protocol):
 
     def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:
         """The RGB uint8 face for ``seed`` rendered towards ``targets`` (attribute -> value)."""
+
+    # Optional: ``render_batch(seeds, targets_list) -> list[np.ndarray]``, the same images as
+    # ``render`` for each (seed, targets), made in one call.
 
 
 class StyleGANBackend:
@@ -67,20 +71,22 @@ def diffusion_prompt(targets: dict[str, str]) -> tuple[str, str]:
 
 
 class DiffusersBackend:
-    """Production generator (Mobius / SDXL / SD1.5 from SAFEFACE_MODELS_DIR). The loader is part
-    of the GPU backends (issue 7); until it is installed this backend says so clearly."""
+    """Production generator: Mobius / SDXL / SD1.5 from SAFEFACE_MODELS_DIR
+    (``SAFEFACE_DIFFUSERS_MODEL``, see :mod:`engine.generate.diffusion`). Renders a batch of
+    candidates in one pipeline call, each from its own seeded generator."""
 
-    name = "diffusers"
-    model_hash = ""
+    def __init__(self, device: str | None = None, model: str | None = None, lcm_lora: str | None = None) -> None:
+        from engine.generate.diffusion import DiffusionGenerator  # torch/diffusers only when chosen
 
-    def __init__(self, device: str = "cuda") -> None:
-        raise ModelMissing(
-            "The diffusers avatar generator is not installed on this worker; set SAFEFACE_GENERATOR=stylegan "
-            "or install the GPU backends."
-        )
+        self.generator = DiffusionGenerator(model, device=device, lcm_lora=lcm_lora)
+        self.name = self.generator.name  # "diffusers:<model>"
+        self.model_hash = self.generator.model_hash
 
-    def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:  # pragma: no cover - see __init__
-        raise NotImplementedError
+    def render_batch(self, seeds: list[int], targets_list: list[dict[str, str]]) -> list[np.ndarray]:
+        return self.generator.render_batch(seeds, targets_list)
+
+    def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:
+        return self.generator.render(seed, targets)
 
 
 BACKENDS = {"stylegan": StyleGANBackend, "diffusers": DiffusersBackend}

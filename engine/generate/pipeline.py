@@ -13,6 +13,9 @@ Unrequested skin tone, gender presentation and age are drawn uniformly for each 
 its seed), so that "any" does not inherit the training set's skew.
 
 ``render_avatar(seed, request)`` renders the very same image again from a candidate's seed.
+
+A backend with ``render_batch`` (diffusers) renders ``count`` attempts per call; the attempt
+seeds, fair draws and checks are the same as for a backend that renders one at a time.
 """
 from __future__ import annotations
 
@@ -131,17 +134,31 @@ def generate_avatars(
     rejected: dict[str, int] = {}
     report = progress or (lambda percent, stage: None)
     started = time.perf_counter()
-    # The next candidate renders on a second thread (OpenVINO releases the GIL) while this one
-    # is measured and checked.
-    def render(attempt: int) -> tuple[int, np.ndarray]:
-        cseed = candidate_seed(seed, attempt)
-        return cseed, backend.render(cseed, render_targets(cseed, request, fair=options.fair))
+    # Candidates render in chunks: one at a time for a backend that renders singly (StyleGAN),
+    # ``options.count`` per call for one with ``render_batch`` (diffusers, one pipeline call per
+    # chunk). The next chunk renders on a second thread (OpenVINO and torch release the GIL)
+    # while this one is measured and checked.
+    chunk = max(1, options.count) if hasattr(backend, "render_batch") else 1
+
+    def render(first: int) -> list[tuple[int, np.ndarray]]:
+        attempts = range(first, min(first + chunk, options.max_attempts))
+        seeds = [candidate_seed(seed, attempt) for attempt in attempts]
+        targets = [render_targets(cseed, request, fair=options.fair) for cseed in seeds]
+        if chunk == 1:
+            images = [backend.render(seeds[0], targets[0])]
+        else:
+            images = backend.render_batch(seeds, targets)
+        return list(zip(seeds, images))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-render") as pool:
         pending = pool.submit(render, 0)
+        rendered: list[tuple[int, np.ndarray]] = []
         for attempt in range(options.max_attempts):
-            cseed, image = pending.result()
-            pending = pool.submit(render, attempt + 1) if attempt + 1 < options.max_attempts else None
+            if not rendered:
+                rendered = pending.result()
+                after = attempt + len(rendered)
+                pending = pool.submit(render, after) if after < options.max_attempts else None
+            cseed, image = rendered.pop(0)
             done = max(sum(c.matches_all for c in kept) / options.count, attempt / options.max_attempts)
             report(min(99.0, 100.0 * done), f"Generating and checking faces ({min(len(kept), options.count)} of {options.count} ready)")
             m = measure_face(image, analyzer, embed=False)

@@ -142,13 +142,11 @@ class Letterboxed:
 
 
 def default_providers() -> tuple[str, ...]:
-    """CUDA first when this onnxruntime build offers it, CPU always."""
-    import onnxruntime
+    """CUDA first when this onnxruntime build offers it, CPU always (the shared provider choice
+    of :mod:`engine.swap.onnx_runtime`, which also honours ``SAFEFACE_ONNX_PROVIDERS``)."""
+    from engine.swap.onnx_runtime import default_providers as shared_default
 
-    available = onnxruntime.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ("CUDAExecutionProvider", "CPUExecutionProvider")
-    return ("CPUExecutionProvider",)
+    return shared_default()
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,6 +11,15 @@ One job can put several personas on one photo or video: each :class:`Target` nam
 index, photos only) or a person (by identity embedding) and the persona that replaces them; every
 other face is a bystander. The single-persona form (``persona=`` with ``ImageSwapOptions.faces``)
 goes through the same assignment (face -> target number or bystander) as the targets form.
+
+Swap engine: ``ImageSwapOptions.engine`` is ``"classical"`` (the mesh warp of
+:mod:`engine.swap.classical`, the default) or the name of an ONNX face swapper of
+:mod:`engine.swap.neural` (``inswapper_128``, ``hyperswap_1a_256``, ...), optionally with a face
+enhancer and occlusion / region masks. Everything else (selection, targets, bystanders,
+verification, video tracking and smoothing) is the same. A neural model has no shape strength to
+raise, so its escalation (``ImageSwapOptions.neural_escalation``) runs the model again on its own
+output (a second and third pass transfer more of the persona's identity) and then ignores the
+occlusion / region masks (the whole face box is replaced, hands and hair included).
 """
 from __future__ import annotations
 
@@ -37,6 +46,8 @@ class Persona:
     face: Face
     embedding: np.ndarray
     prepared: PreparedSource = field(repr=False)
+    # Sources prepared by neural swappers (model name -> engine.swap.neural.NeuralSource)
+    sources: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +94,23 @@ class ImageSwapOptions:
         {"shape_strength": 1.0},
         {"shape_strength": 1.0, "keep_eyes": False, "grain": False},
     )
+    # "classical" or an ONNX face swapper name (engine.swap.neural.SWAPPERS), with an optional
+    # face enhancer (engine.swap.enhance) and occlusion / region mask models (engine.swap.masks);
+    # None: as the worker's environment configures them (SAFEFACE_FACE_ENHANCER, SAFEFACE_FACE_MASKS).
+    engine: str = "classical"
+    enhancer: str | None = None
+    masks: tuple[str, ...] | None = None
+    # The neural engine's escalation: keyword arguments of NeuralSwapper.swap_face, in turn.
+    neural_escalation: tuple[dict, ...] = (
+        {},
+        {"passes": 2},
+        {"passes": 2, "masks": False},
+        {"passes": 3, "masks": False},
+    )
+
+    @property
+    def neural(self) -> bool:
+        return self.engine != "classical"
 
 
 @dataclass
@@ -104,6 +132,16 @@ class FaceReport:
         return asdict(self)
 
 
+def resolve_swapper(options: ImageSwapOptions):
+    """The :class:`engine.swap.neural.NeuralSwapper` of ``options`` (None for the classical
+    engine); built once per process and configuration."""
+    if not options.neural:
+        return None
+    from engine.swap.neural import get_swapper
+
+    return get_swapper(options.engine, enhancer=options.enhancer, masks=options.masks)
+
+
 def rank_personas(target_embedding: np.ndarray, personas: list[Persona]) -> list[tuple[float, Persona]]:
     """Personas from the best protector (farthest from the target's identity) to the worst."""
     scored = [(embedding_distance(target_embedding, p.embedding), p) for p in personas]
@@ -121,11 +159,17 @@ def _swap_verified(
 ) -> FaceReport:
     original_embedding = analyzer.embed(original, face)
     best: tuple[np.ndarray, FaceReport] | None = None
-    for number, step in enumerate(options.escalation):
+    neural = resolve_swapper(options)
+    steps = options.neural_escalation if neural is not None else options.escalation
+    for number, step in enumerate(steps):
         candidate = frame.copy()
-        swap_options = replace(options.swap, **step)
-        strength = swap_options.shape_strength
-        result = swap_face(candidate, face.landmarks, persona.prepared, swap_options)
+        if neural is not None:
+            strength = None
+            result = neural.swap_face(candidate, face.landmarks, neural.source_for(persona), **step)
+        else:
+            swap_options = replace(options.swap, **step)
+            strength = swap_options.shape_strength
+            result = swap_face(candidate, face.landmarks, persona.prepared, swap_options)
         refit = _refit(analyzer, candidate, face)
         report = FaceReport(
             index=face.index, box=face.box, action="swapped", shape_strength=strength, escalation_step=number,
@@ -282,6 +326,7 @@ def swap_image(
     targets = check_targets(persona, targets)
     if options.bystanders not in BYSTANDER_ACTIONS:
         raise ValueError(f"bystanders must be one of {BYSTANDER_ACTIONS}")
+    resolve_swapper(options)  # a missing, refused or broken neural model fails before any work
     faces = analyzer.analyze(rgb)
     if not faces:
         raise NoFaceFound("No face was found in this photo.")

@@ -9,9 +9,15 @@ run leaves no output file behind.
 Several personas: with ``targets`` (each with a reference embedding) every face track is assigned
 on each key frame to the target whose reference is nearest (within the threshold), or left a
 bystander; a track keeps its target between key frames.
+
+With a neural swap engine (``ImageSwapOptions.engine``, see :mod:`engine.swap.neural`) the faces
+of up to ``VideoSwapOptions.batch_frames`` consecutive frames go through the model in one run
+(frames are still finished and written in order: a frame whose result is needed before its batch
+is full flushes the batch).
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -25,7 +31,9 @@ from engine.faces import Face, FaceAnalyzer, embedding_distance
 from engine.media.video import probe_video, process_video
 from engine.media.provenance import watermark_embed, watermark_fits
 from engine.swap.classical import swap_face
-from engine.swap.pipeline import ImageSwapOptions, Persona, Target, blur_face, check_targets, make_assigner
+from engine.swap.pipeline import (
+    ImageSwapOptions, Persona, Target, blur_face, check_targets, make_assigner, resolve_swapper,
+)
 
 
 class OneEuro:
@@ -85,6 +93,7 @@ class VideoSwapOptions:
     # holds several marked frames.
     watermark_every: int = 0
     metadata: Mapping[str, str] | None = None  # container tags of the output (never the input's)
+    batch_frames: int = 4  # neural engine: faces of up to this many frames per model run
 
 
 @dataclass
@@ -94,6 +103,58 @@ class VideoReport:
     tracks: list[dict]
     seconds: float
     stage_seconds: dict
+
+
+class _BatchFuture(Future):
+    """A frame's result that is computed with others: asking for it before its batch is full
+    sends the batch off (so the in-order writer never waits on a batch that waits for it)."""
+
+    def __init__(self, batcher: "_FrameBatcher") -> None:
+        super().__init__()
+        self._batcher = batcher
+
+    def result(self, timeout=None):
+        if not self.done():
+            self._batcher.flush()
+        return super().result(timeout)
+
+
+class _FrameBatcher:
+    """Collects frames and renders them ``size`` at a time on ``executor`` (one worker, so batches
+    run in order); ``run(items) -> outputs`` gets the queued argument tuples in frame order."""
+
+    def __init__(self, executor: ThreadPoolExecutor, run: Callable[[list], list], size: int) -> None:
+        self.executor, self.run, self.size = executor, run, max(1, size)
+        self._pending: list[tuple[_BatchFuture, tuple]] = []
+        self._lock = threading.Lock()
+
+    def add(self, *args) -> Future:
+        future = _BatchFuture(self)
+        with self._lock:
+            self._pending.append((future, args))
+            full = len(self._pending) >= self.size
+        if full:
+            self.flush()
+        return future
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self.executor.submit(self._render, batch)
+
+    def _render(self, batch: list) -> None:
+        live = [(f, args) for f, args in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            outputs = self.run([args for _, args in live])
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the frames
+            for future, _ in live:
+                future.set_exception(error)
+            return
+        for (future, _), out in zip(live, outputs):
+            future.set_result(out)
 
 
 def _iou(a, b) -> float:
@@ -127,6 +188,7 @@ def swap_video(
     image_options = options.image
     swap_options = replace(image_options.swap, texture_face=options.texture_face, mask_face=options.mask_face)
     assign = make_assigner(persona, targets, image_options, analyzer)
+    neural = resolve_swapper(image_options)  # None: the classical mesh swap
 
     def refresh(rgb: np.ndarray) -> None:
         faces = analyzer.analyze(rgb)
@@ -180,7 +242,38 @@ def swap_video(
                 t.cache = {k: v for k, v in t.cache.items() if k in ("noise", "rng")}
             jobs.append((t, t.face, t.target, t.smoother(t.face.landmarks[:, :2], t.face.size), t.cache))
         timing["analyse"] += time.perf_counter() - started
+        if neural is not None:
+            return batcher.add(index, rgb, jobs, verify)
         return swapper.submit(render, index, rgb, jobs, verify)
+
+    def render_neural(items: list) -> list[np.ndarray]:
+        """The neural engine's render of several frames: every face to swap in these frames in
+        one model run, then bystander blurs, verification and the watermark, frame by frame."""
+        started = time.perf_counter()
+        outs = [rgb.copy() for _, rgb, _, _ in items]
+        swaps = []
+        for out, (_, _, jobs, _) in zip(outs, items):
+            for t, face, target, smooth, _cache in jobs:
+                if target is not None or (image_options.bystanders == "replace" and bystander_persona is not None):
+                    who = targets[target].persona if target is not None else bystander_persona
+                    swaps.append((out, smooth, neural.source_for(who)))
+                    t.frames += 1
+        neural.swap_faces(swaps)
+        for position, (index, rgb, jobs, verify) in enumerate(items):
+            out = outs[position]
+            for t, face, target, _smooth, _cache in jobs:
+                if target is not None and verify:
+                    original = analyzer.embed(rgb, face)
+                    refit = analyzer.track(out, [face])
+                    if refit:
+                        t.distances.append(embedding_distance(analyzer.embed(out, refit[0]), original))
+                elif target is None and image_options.bystanders == "blur":
+                    blur_face(out, face)
+                    t.frames += 1
+            if options.watermark_every and index % options.watermark_every == 0 and watermark_fits(*out.shape[:2]):
+                outs[position] = watermark_embed(out)
+        timing["swap"] += time.perf_counter() - started
+        return outs
 
     def render(index: int, rgb: np.ndarray, jobs: list, verify: bool) -> np.ndarray:
         started = time.perf_counter()
@@ -209,10 +302,12 @@ def swap_video(
         return True
 
     start = time.perf_counter()
+    lookahead = max(2, options.batch_frames) if neural is not None else 2
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap") as swapper:
+        batcher = _FrameBatcher(swapper, render_neural, options.batch_frames)
         result = process_video(
             src, dst, frame_fn, progress=report_progress, audio=options.audio, crf=options.crf,
-            metadata=options.metadata,
+            metadata=options.metadata, lookahead=lookahead,
         )
     elapsed = time.perf_counter() - start
     if not state["faces_seen"]:

@@ -9,10 +9,14 @@ import pytest
 
 def require_models(group: str | None = None) -> dict:
     from engine.errors import ModelMissing
-    from engine.models import MANIFEST, model_path
+    from engine.models import EMBEDDED_GROUPS, MANIFEST, model_path
 
+    # No group: every embedded model (production groups are fetched only on request).
     try:
-        return {e.name: model_path(e.name) for e in MANIFEST if group is None or e.group == group}
+        return {
+            e.name: model_path(e.name) for e in MANIFEST
+            if (e.group in EMBEDDED_GROUPS if group is None else e.group == group)
+        }
     except ModelMissing as error:
         if os.environ.get("CI"):
             pytest.fail(f"{error} (CI is set: model tests must run)")
