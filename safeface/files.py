@@ -34,16 +34,24 @@ def upload_local_path(file: UploadedFile) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def stored_local_path(file: FieldFile) -> Iterator[Path]:
-    """A local file path for a stored file (object storages are copied to a temp file)."""
+    """A local file path for a stored file: the file itself on the local disk; for object
+    storage a private temporary copy (in SAFEFACE_TEMP_DIR), deleted when the block ends
+    (FileNotFoundError when the object is gone)."""
     try:
-        yield Path(file.storage.path(file.name))
-        return
+        local = Path(file.storage.path(file.name))
     except NotImplementedError:
-        pass
+        local = None
+    if local is not None:
+        yield local
+        return
     suffix = Path(file.name).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix, dir=settings.JOB_TEMP_DIR) as handle:
-        with file.storage.open(file.name, "rb") as source:
-            shutil.copyfileobj(source, handle, 1 << 20)
+        download_to = getattr(file.storage, "download_to", None)
+        if download_to is not None:  # straight from the bucket, in parallel parts for big files
+            download_to(file.name, handle)
+        else:
+            with file.storage.open(file.name, "rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
         handle.flush()
         yield Path(handle.name)
 

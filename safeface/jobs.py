@@ -33,6 +33,8 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from safeface.logs import job_log_context
+
 logger = logging.getLogger(__name__)
 
 GENERIC_FAILURE = (
@@ -374,7 +376,13 @@ def _drop_outputs(job: Job) -> None:
 
 
 def execute(job: Job) -> str:
-    """Runs a claimed job and records how it ended. Returns the final status."""
+    """Runs a claimed job and records how it ended. Returns the final status.
+    Every log line written meanwhile carries the job's id and kind (safeface.logs)."""
+    with job_log_context(job):
+        return _execute(job)
+
+
+def _execute(job: Job) -> str:
     interval = settings.JOB_HEARTBEAT_SECONDS
     heartbeat = _Heartbeat(job, interval) if interval else None
     if heartbeat:

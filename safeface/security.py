@@ -8,18 +8,22 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from safeface.private_media import presigned_origin
+
 
 def content_security_policy() -> str:
     form_action = "'self'"
     if settings.STRIPE_SECRET_KEY:
         # The upgrade form redirects to Stripe Checkout; form-action also governs redirects.
         form_action += " https://checkout.stripe.com https://billing.stripe.com"
+    bucket = presigned_origin()  # PRIVATE_MEDIA_SERVER=s3: pictures and players follow redirects there
+    media = f" {bucket}" if bucket else ""
     directives = {
         "default-src": "'self'",
         "script-src": "'self'",
         "style-src": "'self'",
-        "img-src": "'self' data: blob:",
-        "media-src": "'self' blob:",
+        "img-src": f"'self' data: blob:{media}",
+        "media-src": f"'self' blob:{media}",
         "font-src": "'self'",
         "connect-src": "'self'",
         "object-src": "'none'",

@@ -7,12 +7,14 @@ required, HTTPS is enforced and cookies are secure. See README.md for every vari
 """
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from engine import models as _engine_models
 from safeface.env import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -76,6 +78,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response (redirects, errors) carries X-Request-ID, every log line its id.
+    "safeface.logs.RequestIdMiddleware",
+    "safeface.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "safeface.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -164,6 +169,16 @@ CONTENT_MIN_SCORE = env.float("SAFEFACE_CONTENT_MIN_SCORE", 0.5, min_value=0.05,
 CONTENT_MAX_SHARE = env.float("SAFEFACE_CONTENT_MAX_SHARE", 0.1, min_value=0.0, max_value=1.0)
 # Scratch folder of the workers for videos (default: the system's temporary folder).
 JOB_TEMP_DIR = env.str("SAFEFACE_TEMP_DIR", "") or None
+# Face swap engine of the workers: "classical" (the embedded mesh swap, CPU) or an ONNX swapper
+# whose FaceFusion-named files are in SAFEFACE_MODELS_DIR (engine.swap.neural.SWAPPERS).
+SWAPPER = env.choice(
+    "SAFEFACE_SWAPPER",
+    (
+        "classical", "inswapper_128", "inswapper_128_fp16", "hyperswap_1a_256", "hyperswap_1b_256",
+        "hyperswap_1c_256", "simswap_256", "simswap_unofficial_512", "ghost_1_256", "ghost_2_256", "ghost_3_256",
+    ),
+    "classical",
+)
 # --- Voice ----------------------------------------------------------------------------------
 # Longest recording one voice-masking job accepts, whatever the plan (the plan's monthly minutes
 # apply on top).
@@ -240,11 +255,87 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env.str("SAFEFACE_MEDIA_ROOT", str(VAR_DIR / "media")))
 # No MEDIA_URL route exists: every user file is streamed by a view that checks ownership.
 MEDIA_URL = "/private-media-is-never-served-directly/"
-STORAGES = {
-    "default": {
+
+# Object storage: with SAFEFACE_S3_BUCKET set, user files live in that private S3 bucket (AWS,
+# MinIO, Ceph, R2 ...) under the same users/<id>/ keys as on disk; web and workers both read
+# and write through it. Without it, the local disk under MEDIA_ROOT (the embedded default).
+S3_BUCKET = env.str("SAFEFACE_S3_BUCKET", "")
+S3_ENDPOINT_URL = env.url("SAFEFACE_S3_ENDPOINT_URL", schemes=("http", "https"), default="")
+# Where browsers reach the same server, for PRIVATE_MEDIA_SERVER=s3 redirects (the signature
+# covers the host, so an internal endpoint such as http://minio:9000 needs its public name).
+S3_PUBLIC_ENDPOINT_URL = env.url("SAFEFACE_S3_PUBLIC_ENDPOINT_URL", schemes=("http", "https"), default="")
+S3_REGION = env.str("SAFEFACE_S3_REGION", "")
+S3_ACCESS_KEY_ID = env.str("SAFEFACE_S3_ACCESS_KEY_ID", "")
+S3_SECRET_ACCESS_KEY = env.str("SAFEFACE_S3_SECRET_ACCESS_KEY", "")
+S3_ENCRYPT = env.bool("SAFEFACE_S3_ENCRYPT", False)
+# How long a presigned download link lives (PRIVATE_MEDIA_SERVER=s3): long enough to follow the
+# redirect, too short to be worth sharing.
+S3_PRESIGNED_SECONDS = 60
+
+_s3_only = {
+    "SAFEFACE_S3_ENDPOINT_URL": S3_ENDPOINT_URL, "SAFEFACE_S3_PUBLIC_ENDPOINT_URL": S3_PUBLIC_ENDPOINT_URL,
+    "SAFEFACE_S3_REGION": S3_REGION, "SAFEFACE_S3_ACCESS_KEY_ID": S3_ACCESS_KEY_ID,
+    "SAFEFACE_S3_SECRET_ACCESS_KEY": S3_SECRET_ACCESS_KEY,
+}
+if S3_BUCKET:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", S3_BUCKET) or ".." in S3_BUCKET:
+        raise ImproperlyConfigured(
+            f"SAFEFACE_S3_BUCKET={S3_BUCKET!r} is not a valid bucket name: 3 to 63 lower-case "
+            "letters, digits, dots and hyphens, starting and ending with a letter or digit."
+        )
+    if bool(S3_ACCESS_KEY_ID) != bool(S3_SECRET_ACCESS_KEY):
+        raise ImproperlyConfigured(
+            "SAFEFACE_S3_ACCESS_KEY_ID and SAFEFACE_S3_SECRET_ACCESS_KEY must be set together."
+        )
+    if S3_ENDPOINT_URL and not S3_ACCESS_KEY_ID:
+        raise ImproperlyConfigured(
+            "SAFEFACE_S3_ENDPOINT_URL names an S3-compatible server: set SAFEFACE_S3_ACCESS_KEY_ID and "
+            "SAFEFACE_S3_SECRET_ACCESS_KEY to its credentials."
+        )
+    if not S3_ENDPOINT_URL and not S3_REGION:
+        raise ImproperlyConfigured(
+            "SAFEFACE_S3_REGION must be set for an AWS bucket (e.g. eu-central-1); for MinIO and "
+            "other S3-compatible servers set SAFEFACE_S3_ENDPOINT_URL instead."
+        )
+    if S3_PUBLIC_ENDPOINT_URL and not S3_ENDPOINT_URL:
+        raise ImproperlyConfigured("SAFEFACE_S3_PUBLIC_ENDPOINT_URL needs SAFEFACE_S3_ENDPOINT_URL (the internal one).")
+    _media_storage = {
+        "BACKEND": "safeface.object_storage.PrivateS3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": S3_ENDPOINT_URL or None,
+            "public_endpoint_url": S3_PUBLIC_ENDPOINT_URL or None,
+            "region_name": S3_REGION or "us-east-1",
+            # Empty: boto3's own chain (AWS_* variables, instance or task role) on AWS.
+            "access_key": S3_ACCESS_KEY_ID or None,
+            "secret_key": S3_SECRET_ACCESS_KEY or None,
+            # Objects get no ACL of their own: they stay as private as the bucket.
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": S3_PRESIGNED_SECONDS,
+            "file_overwrite": False,
+            "signature_version": "s3v4",
+            # S3-compatible servers are reached by path (http://minio:9000/bucket/key): no
+            # wildcard DNS needed; AWS picks virtual hosts itself.
+            "addressing_style": "path" if S3_ENDPOINT_URL else None,
+            "object_parameters": {"ServerSideEncryption": "AES256"} if S3_ENCRYPT else {},
+            # Files opened for reading spill to a temp file past 8 MiB instead of filling memory.
+            "max_memory_size": 8 * 1024 * 1024,
+        },
+    }
+else:
+    _given = [name for name, value in _s3_only.items() if value]
+    if _given or S3_ENCRYPT:
+        raise ImproperlyConfigured(
+            f"{', '.join(_given) or 'SAFEFACE_S3_ENCRYPT'} is set but SAFEFACE_S3_BUCKET is not: set the bucket "
+            "to keep media on object storage, or unset the S3 variables to use the local disk."
+        )
+    _media_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": MEDIA_URL},
-    },
+    }
+STORAGES = {
+    "default": _media_storage,
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -256,10 +347,19 @@ STORAGES = {
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-# How private files leave the server: "django" streams them; "nginx" answers X-Accel-Redirect
-# (to PRIVATE_MEDIA_INTERNAL_URL, an internal location); "apache" answers X-Sendfile.
-PRIVATE_MEDIA_SERVER = env.choice("PRIVATE_MEDIA_SERVER", ("django", "nginx", "apache"), "django")
+# How private files leave the server, always after the view's ownership check: "django" streams
+# them (from disk or the bucket, with byte ranges); "nginx" answers X-Accel-Redirect (to
+# PRIVATE_MEDIA_INTERNAL_URL, an internal location); "apache" answers X-Sendfile; "s3" redirects
+# to a presigned bucket URL that lives S3_PRESIGNED_SECONDS.
+PRIVATE_MEDIA_SERVER = env.choice("PRIVATE_MEDIA_SERVER", ("django", "nginx", "apache", "s3"), "django")
 PRIVATE_MEDIA_INTERNAL_URL = env.str("PRIVATE_MEDIA_INTERNAL_URL", "/_private/")
+if PRIVATE_MEDIA_SERVER == "s3" and not S3_BUCKET:
+    raise ImproperlyConfigured("PRIVATE_MEDIA_SERVER=s3 needs media on object storage: set SAFEFACE_S3_BUCKET.")
+if S3_BUCKET and PRIVATE_MEDIA_SERVER in ("nginx", "apache"):
+    raise ImproperlyConfigured(
+        f"PRIVATE_MEDIA_SERVER={PRIVATE_MEDIA_SERVER} sends files from the local disk, but media is in the "
+        "bucket SAFEFACE_S3_BUCKET: use django (streamed through the site) or s3 (presigned redirects)."
+    )
 
 # --- Security -------------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -273,6 +373,8 @@ _secure_default = PRODUCTION
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", _secure_default)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", _secure_default)
+# Probes and Prometheus reach a process directly over plain HTTP (no TLS-terminating proxy).
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, min_value=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", PRODUCTION)
@@ -282,11 +384,37 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+# json: one JSON object per line (time, level, logger, message, request_id, user_id, job_id,
+# job_kind, exception) for log collectors; plain: readable lines for a terminal.
+LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "plain"), "json" if PRODUCTION else "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "safeface.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(context)s]: %(message)s"},
+        "json": {"()": "safeface.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Health, readiness and metrics ----------------------------------------------------------
+# /metrics (and the details of /readyz): with a token, only "Authorization: Bearer <token>";
+# without one, only clients on loopback or private networks.
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+# Connect and read timeout of the Redis broker check (and of the queue-depth metric).
+HEALTH_TIMEOUT_SECONDS = env.float("HEALTH_TIMEOUT_SECONDS", 3.0, min_value=0.1, max_value=60.0)
+# Model groups a worker needs (`manage.py healthcheck --worker`): files present with their size.
+HEALTH_MODEL_GROUPS = env.list("HEALTH_MODEL_GROUPS", _engine_models.EMBEDDED_GROUPS)
+if _unknown_groups := sorted(set(HEALTH_MODEL_GROUPS) - set(_engine_models.GROUPS)):
+    raise ImproperlyConfigured(
+        f"HEALTH_MODEL_GROUPS names unknown model group(s) {', '.join(_unknown_groups)}; "
+        f"known: {', '.join(_engine_models.GROUPS)}."
+    )
+# /readyz also checks the model files: on by default in development, where one machine runs
+# the site and the workers; off in production, where web hosts carry no models.
+READYZ_CHECK_MODELS = env.bool("READYZ_CHECK_MODELS", not PRODUCTION)
