@@ -9,9 +9,11 @@ def test_every_environment_variable_is_documented():
     names = set()
     for path in [*ROOT.glob("safeface/*.py"), *ROOT.glob("engine/**/*.py"), *ROOT.glob("bin/*"), ROOT / "tests/conftest.py"]:
         text = path.read_text()
-        names |= set(re.findall(r'env\.(?:str|bool|int|list|choice|url)\(\s*"([A-Z_]+)"', text))
-        names |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z_]+)"', text))
-        names |= set(re.findall(r"\$\{([A-Z_]+):-", text))
+        names |= set(re.findall(r'env\.(?:str|bool|int|float|list|choice|url)\(\s*"([A-Z][A-Z0-9_]+)"', text))
+        names |= set(re.findall(r'environ(?:\.get)?\(\s*"([A-Z][A-Z0-9_]+)"', text))
+        names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):-", text))
+        # names kept in constants: PROVIDERS_ENV = "...", ENV_ENHANCER = "..."
+        names |= set(re.findall(r'\b\w*ENV\w* = "([A-Z][A-Z0-9_]+)"', text))
     names -= {"DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE", "TMPDIR"}  # not ours
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in names if f"`{n}`" not in readme)
