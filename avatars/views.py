@@ -113,7 +113,9 @@ def _job_context(job: GenerationJob, **extra) -> dict:
     return {
         "job": job,
         "candidates": list(job.candidates()) if job.status == JobStatus.SUCCEEDED else [],
-        "kept": job.kept,
+        # Only a finished generation can have a kept persona: a poll of a running one (every
+        # second, per watcher) skips the query.
+        "kept": job.kept if job.status == JobStatus.SUCCEEDED else None,
         "requested": job.attribute_request().describe(),
         "regenerate_token": uuid.uuid4(),
         **extra,

@@ -5,9 +5,11 @@ Everything comes from the environment, with defaults that suit one container:
 
 * ``SAFEFACE_HOST`` / ``SAFEFACE_PORT``: the address to bind (``127.0.0.1:8000``; the image sets
   ``SAFEFACE_HOST=0.0.0.0`` so the port can be published).
-* ``WEB_CONCURRENCY``: worker processes (default: the CPUs this process may use, 2 to 8).
-  ``GUNICORN_THREADS``: threads per worker (default 4). Workers are ``gthread``: a slow upload or
-  download holds a thread, not a whole process.
+* ``WEB_CONCURRENCY``: worker processes (default: twice the CPUs this process may use, 2 to 12).
+  ``GUNICORN_THREADS``: threads per worker (default 2). Workers are ``gthread``: a slow upload or
+  download holds a thread, not a whole process. More processes with fewer threads, because the
+  site's requests are short and CPU-bound (threads queue behind the GIL): on 2 cores, 100 polling
+  users gave p99 166 ms with 2 workers x 4 threads and 55 ms with 4 x 2 (bench/load.py).
 * ``GUNICORN_TIMEOUT``: seconds before a silent worker is killed and replaced (default 60).
 * ``FORWARDED_ALLOW_IPS``: proxies whose ``X-Forwarded-*`` headers gunicorn believes (default
   loopback only). Django itself trusts ``X-Forwarded-Proto`` only with
@@ -64,14 +66,16 @@ def _log_format() -> str:
 
 bind = [f"{os.environ.get('SAFEFACE_HOST', '').strip() or '127.0.0.1'}:{_int('SAFEFACE_PORT', 8000, 1, 65535)}"]
 worker_class = "gthread"
-workers = _int("WEB_CONCURRENCY", min(max(_usable_cpus(), 2), 8), 1, 64)
-threads = _int("GUNICORN_THREADS", 4, 1, 64)
+workers = _int("WEB_CONCURRENCY", min(max(2 * _usable_cpus(), 2), 12), 1, 64)
+threads = _int("GUNICORN_THREADS", 2, 1, 64)
 timeout = _int("GUNICORN_TIMEOUT", 60, 10, 3600)
 graceful_timeout = 30
 keepalive = 5  # behind a reverse proxy that reuses connections
 # Replace each worker now and then (jittered so they do not restart together): bounds slow leaks.
-max_requests = 2000
-max_requests_jitter = 200
+# High enough that a busy worker restarts every few minutes, not every few seconds (a restart
+# shows up as a latency spike in the load test).
+max_requests = 20000
+max_requests_jitter = 2000
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1"
 # The heartbeat file on tmpfs: on a container's overlay filesystem it can stall a worker.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -431,6 +431,9 @@ def run_next_job(label: str) -> str:
 
 
 # --- sweeping -------------------------------------------------------------------------------
+DEAD_WORKER_TICKETS = 50
+
+
 def sweep_jobs() -> dict[str, int]:
     """Scheduled every minute: recover from dead workers, re-issue lost tickets, purge old
     results and files of deleted accounts."""
@@ -441,7 +444,9 @@ def sweep_jobs() -> dict[str, int]:
     stale_before = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
     renudge_before = now - timedelta(seconds=settings.JOB_RENUDGE_SECONDS)
     for model in job_models():
+        dead_worker = False
         for job in model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale_before):
+            dead_worker = True
             if job.cancel_requested:
                 ended = _finish(job, JobStatus.CANCELLED, refund=True)
                 counts["cancelled"] += ended
@@ -456,8 +461,15 @@ def sweep_jobs() -> dict[str, int]:
                 _drop_outputs(job)  # what the dead worker managed to record must not be shown
         waiting = model.objects.filter(status=JobStatus.QUEUED, queued_at__lt=renudge_before).filter(
             Q(nudged_at__isnull=True) | Q(nudged_at__lt=renudge_before)
-        )
-        for pk in waiting.values_list("pk", flat=True):
+        ).values_list("pk", flat=True)
+        if dead_worker:
+            # A worker that died (SIGKILL, lost machine) took the tickets its cluster had already
+            # fetched from the broker with it: re-issue tickets for the queued jobs of this kind
+            # now instead of after JOB_RENUDGE_SECONDS (a surplus ticket just finds nothing to do).
+            # A cluster prefetches a few tickets per worker, hence the bound.
+            queued = model.objects.filter(status=JobStatus.QUEUED).order_by("queued_at")
+            waiting = queued.values_list("pk", flat=True)[:DEAD_WORKER_TICKETS]
+        for pk in waiting:
             if model.objects.filter(pk=pk, status=JobStatus.QUEUED).update(nudged_at=now):
                 enqueue_ticket(model)
                 counts["nudged"] += 1

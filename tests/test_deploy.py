@@ -458,13 +458,13 @@ def _gunicorn_config(monkeypatch, **env: str):
 def test_gunicorn_config_values(monkeypatch):
     config, namespace = _gunicorn_config(monkeypatch)
     assert config.worker_class_str == "gthread"
-    assert 2 <= config.workers <= 8
-    assert config.threads == 4
+    assert 2 <= config.workers <= 12
+    assert config.threads == 2
     assert config.timeout == 60 and config.graceful_timeout == 30
     assert config.bind == ["127.0.0.1:8000"]
     assert config.forwarded_allow_ips == ["127.0.0.1", "::1"]
     assert config.accesslog == "-" and config.errorlog == "-"
-    assert config.max_requests == 2000 and config.max_requests_jitter == 200
+    assert config.max_requests == 20000 and config.max_requests_jitter == 2000
     assert config.logger_class.__name__ == "Logger"  # plain outside production
 
     config, namespace = _gunicorn_config(

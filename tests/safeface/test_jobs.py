@@ -198,6 +198,29 @@ def test_sweeper_reissues_tickets_for_jobs_waiting_too_long():
     assert sweep_jobs()["nudged"] == 0  # not again until the renudge interval passes
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_worker_gets_the_tickets_its_cluster_took_reissued_at_once():
+    """A SIGKILLed cluster loses the tickets it had fetched from the broker: the jobs they were
+    for must not wait JOB_RENUDGE_SECONDS once the sweeper has seen that a worker died."""
+    user = make_user("d@example.com", plan="pro")
+    dying = submit(user)
+    stranded = [submit(user), submit(user)]
+    claimed = claim_next(EchoJob)
+    assert claimed.pk == dying.pk
+    OrmQ.objects.all().delete()  # the dead cluster had taken every ticket
+    _stale(claimed)
+    counts = sweep_jobs()
+    assert counts["requeued"] == 1
+    # the re-queued job and both stranded ones each have a ticket again, now
+    assert counts["nudged"] == 3
+    assert OrmQ.objects.count() >= 3
+    assert set(EchoJob.objects.filter(status=JobStatus.QUEUED).values_list("pk", flat=True)) == {
+        dying.pk, *(j.pk for j in stranded)
+    }
+    # with no dead worker, recently queued jobs are left to their tickets
+    assert sweep_jobs()["nudged"] == 0
+
+
 @pytest.mark.django_db
 def test_sweeper_purges_results_past_the_plan_retention(owner):
     pro = make_user("pro@example.com", plan="pro")
