@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from tests.safeface.scale_harness import fresh_postgres_database  # noqa: E402
+from tests.safeface.scale_harness import fresh_postgres_database, machine  # noqa: E402
 
 POLL, LIBRARY = "job-status poll", "library page"
 
@@ -61,18 +60,6 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return round(ordered[rank - 1], 1)
-
-
-def machine() -> dict:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "load_at_start": os.getloadavg()}
 
 
 # --- data ---------------------------------------------------------------------------------------
