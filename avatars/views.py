@@ -18,7 +18,7 @@ from avatars import services
 from avatars.forms import AttributeForm, LibraryFilterForm
 from avatars.models import CANDIDATE_COUNT, Avatar, GenerationJob
 from safeface.htmx import htmx_redirect, render_polled
-from safeface.jobs import JobStatus, job_cancel
+from safeface.jobs import JobStatus, job_cancel_for_user
 from safeface.private_media import private_file_response
 from voice.services import voice_description
 
@@ -135,13 +135,7 @@ def job(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     generation = _get_job_for_user(request, pk)
-    if generation.is_active:
-        job_cancel(generation)
-        generation.refresh_from_db()
-        if generation.status == JobStatus.CANCELLED:
-            messages.info(request, "Generation cancelled; your quota was refunded.")
-        else:
-            messages.info(request, "Stopping the generation…")
+    job_cancel_for_user(request, generation, cancelled="Generation cancelled; your quota was refunded.", stopping="Stopping the generation…")
     return htmx_redirect(request, reverse("avatars-job", args=[generation.pk]))
 
 

@@ -233,6 +233,16 @@ def job_cancel(job: Job) -> bool:
     return requested
 
 
+def job_cancel_for_user(request, job: Job, *, cancelled: str, stopping: str) -> None:
+    """A cancel button's action: cancels an active job and tells the user which way it went
+    (``cancelled`` when it ended at once, ``stopping`` when a running job was asked to stop)."""
+    from django.contrib import messages
+
+    if job.is_active:
+        job_cancel(job)  # refreshes ``job``
+        messages.info(request, cancelled if job.status == JobStatus.CANCELLED else stopping)
+
+
 def _refund(job: Job) -> None:
     if not job.quota_metric or job.quota_amount <= 0:
         return

@@ -16,7 +16,7 @@ from accounts import quotas
 from accounts.models import UsageCounter
 from avatars.models import Avatar
 from safeface.htmx import htmx_redirect, render_polled
-from safeface.jobs import JobStatus, job_cancel
+from safeface.jobs import JobStatus, job_cancel_for_user
 from safeface.private_media import private_file_response
 from swaps import services
 from swaps.forms import SwapForm, UploadForm
@@ -244,13 +244,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
-    if job.is_active:
-        job_cancel(job)
-        job.refresh_from_db()
-        if job.status == JobStatus.CANCELLED:
-            messages.info(request, "Swap cancelled; it was not counted against your quota.")
-        else:
-            messages.info(request, "Stopping the swap…")
+    job_cancel_for_user(request, job, cancelled="Swap cancelled; it was not counted against your quota.", stopping="Stopping the swap…")
     return htmx_redirect(request, reverse("swaps-job", args=[job.pk]))
 
 

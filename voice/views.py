@@ -16,7 +16,7 @@ from accounts.models import UsageCounter
 from avatars.models import Avatar
 from engine.voice import PARAMETERS
 from safeface.htmx import htmx_redirect, render_polled
-from safeface.jobs import JobStatus, job_cancel
+from safeface.jobs import JobStatus, job_cancel_for_user
 from safeface.private_media import private_file_response
 from voice import services
 from voice.forms import MaskForm, VoiceForm
@@ -181,13 +181,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def job_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
-    if job.is_active:
-        job_cancel(job)
-        job.refresh_from_db()
-        if job.status == JobStatus.CANCELLED:
-            messages.info(request, "Masking cancelled; it was not counted against your minutes.")
-        else:
-            messages.info(request, "Stopping…")
+    job_cancel_for_user(request, job, cancelled="Masking cancelled; it was not counted against your minutes.", stopping="Stopping…")
     return htmx_redirect(request, reverse("voice-job", args=[job.pk]))
 
 
