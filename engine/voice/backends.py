@@ -44,8 +44,9 @@ class OnnxVoiceConverter:
 
         self.path = Path(path)
         self.name = f"onnx:{self.path.name}"
-        available = ort.get_available_providers()
-        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        from engine.swap.onnx_runtime import default_providers
+
+        providers = providers or list(default_providers())
         try:
             self.session = ort.InferenceSession(str(self.path), providers=providers)
         except Exception as exc:
