@@ -63,11 +63,37 @@ class OneEuro:
         return self.value
 
 
+class LandmarkSmoother:
+    """Smooths a face's landmarks over time without smoothing away its expression.
+
+    The whole mesh gets the One-Euro filter above (head motion and the mesh's frame-to-frame
+    noise). A mouth opening or a blink, though, is fast motion of a few points relative to the
+    face, and that filter lags it: on the corpus talking heads the mouth opening of the smoothed
+    landmarks correlated only ~0.90 with the raw one. So each feature (lips, each eye) keeps the
+    smoothed position of its centre, while its shape around that centre (the expression) follows
+    the raw landmarks through a much lighter filter."""
+
+    def __init__(self, fps: float, feature_cutoff: float = 10.0) -> None:
+        from engine.swap.classical import topology
+
+        topo = topology()
+        self.groups = (np.concatenate([topo.lips_inner, topo.lips_outer]), topo.left_eye, topo.right_eye)
+        self.head = OneEuro(fps)
+        self.shapes = [OneEuro(fps, min_cutoff=feature_cutoff, beta=0.0) for _ in self.groups]
+
+    def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
+        out = self.head(x, scale).copy()
+        for group, light in zip(self.groups, self.shapes):
+            shape = light(x[group] - x[group].mean(0), scale)
+            out[group] = out[group].mean(0) + shape
+        return out
+
+
 @dataclass
 class Track:
     face: Face
     target: int | None  # position in the swap's targets; None: a bystander
-    smoother: OneEuro
+    smoother: LandmarkSmoother
     distances: list[float] = field(default_factory=list)
     frames: int = 0
     cache: dict = field(default_factory=dict)  # swap_face's per-face cache (reset on key frames)
@@ -213,7 +239,7 @@ def swap_video(
                     match.target = target
                 new_tracks.append(match)
             else:
-                new_tracks.append(Track(face=face, target=target, smoother=OneEuro(frame_rate)))
+                new_tracks.append(Track(face=face, target=target, smoother=LandmarkSmoother(frame_rate)))
         tracks[:] = new_tracks
 
     def frame_fn(index: int, rgb: np.ndarray) -> Future:

@@ -141,3 +141,35 @@ def test_cli_swaps_a_photo_and_explains_errors(models, tmp_path, capsys):
     save_image(np.full((64, 64, 3), 90, np.uint8), blank)
     assert main(["swap", "--source", "seed:1", "--target", str(blank), "--out", str(tmp_path / "x.jpg")]) == 1
     assert "No face was found in this photo." in capsys.readouterr().err
+
+
+def test_video_smoother_steadies_the_head_but_follows_the_mouth():
+    """The video path smooths landmark noise away, but a fast mouth opening must come through
+    (a plain One-Euro filter on the whole mesh lagged it)."""
+    from engine.faces.geometry import mouth_openness
+    from engine.swap.classical import topology
+    from engine.swap.video import LandmarkSmoother, OneEuro
+
+    rng = np.random.default_rng(3)
+    topo = topology()
+    base = rng.uniform(100, 300, (468, 2))
+    upper, lower = topo.lips_inner[:10], topo.lips_inner[10:]
+    smoother, plain = LandmarkSmoother(fps=25.0), OneEuro(25.0)
+    raw_open, smooth_open, plain_open, raw_noise, smooth_noise = [], [], [], [], []
+    for frame in range(150):
+        gap = 12.0 * max(0.0, np.sin(frame * 2 * np.pi / 8))  # opens and closes about 3x a second
+        points = base.copy()
+        points[lower, 1] += gap
+        noise = rng.normal(0, 1.5, 2)  # the whole mesh shakes together
+        noisy = points + noise
+        out = smoother(noisy, 200.0)
+        z = np.zeros((468, 1))
+        raw_open.append(mouth_openness(np.c_[noisy, z]))
+        smooth_open.append(mouth_openness(np.c_[out, z]))
+        plain_open.append(mouth_openness(np.c_[plain(noisy, 200.0), z]))
+        if frame > 10:
+            raw_noise.append(np.abs(noisy[0] - base[0]).mean())
+            smooth_noise.append(np.abs(out[0] - base[0]).mean())
+    follows = np.corrcoef(raw_open, smooth_open)[0, 1]
+    assert follows > 0.95 and follows > np.corrcoef(raw_open, plain_open)[0, 1] + 0.1
+    assert np.mean(smooth_noise) < 0.6 * np.mean(raw_noise)
