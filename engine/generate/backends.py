@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.errors import ModelMissing
 from engine.generate import stylegan
-from engine.generate.directions import edit_style, load_directions
+from engine.generate.directions import edit_style, load_directions, refine_style
 from engine.models import MANIFEST
 
 
@@ -30,6 +30,10 @@ class AvatarBackend(Protocol):
 
     # Optional: ``render_batch(seeds, targets_list) -> list[np.ndarray]``, the same images as
     # ``render`` for each (seed, targets), made in one call.
+    # Optional: ``can_refine(attribute, value) -> bool``, ``can_fix(problem) -> bool`` and
+    # ``style(seed, targets)``, ``render_style(style)`` and ``refine(style, targets, missed, raw,
+    # problems, seed) -> style``: a rendered style corrected for the requested attributes that its
+    # face missed and the swap-source problems it had (``raw``: its measurements).
 
 
 class StyleGANBackend:
@@ -45,8 +49,24 @@ class StyleGANBackend:
     def style(self, seed: int, targets: dict[str, str]) -> np.ndarray:
         return edit_style(stylegan.style_for_seed(seed, self.options, self.device), targets, self.directions, seed)
 
+    def render_style(self, style: np.ndarray) -> np.ndarray:
+        return stylegan.normalize_image(stylegan.forward_synthesis(style, self.device))
+
     def render(self, seed: int, targets: dict[str, str]) -> np.ndarray:
-        return stylegan.normalize_image(stylegan.forward_synthesis(self.style(seed, targets), self.device))
+        return self.render_style(self.style(seed, targets))
+
+    def can_refine(self, attribute: str, value: str) -> bool:
+        return self.directions.refinable(attribute, value)
+
+    def can_fix(self, problem: str) -> bool:
+        return self.directions.fixable(problem)
+
+    def refine(self, style: np.ndarray, targets: dict[str, str], missed: list[str], raw: dict, problems: list[str] = (),
+               seed: int = 0) -> np.ndarray:
+        """``style`` (rendered, ``raw`` its measurements) moved so that the ``missed`` attributes'
+        measures and those behind the swap-source ``problems`` land in their ranges."""
+        fixes = self.directions.fixes(targets, missed, list(problems))
+        return refine_style(style, targets, fixes, raw, self.directions, seed)
 
 
 def diffusion_prompt(targets: dict[str, str]) -> tuple[str, str]:

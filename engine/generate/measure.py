@@ -13,7 +13,6 @@ source (empty when it is).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -23,7 +22,6 @@ import numpy as np
 from engine.faces.analyzer import FaceAnalyzer
 from engine.faces.types import Face
 from engine.generate.attributes import MONK_SWATCHES, monk_group
-from engine.models import model_path
 
 IOD = 64.0  # eye-centre distance on the aligned canvas (px)
 CANVAS = (320, 400)  # width, height of the aligned canvas
@@ -44,7 +42,6 @@ MOUTH_CORNERS = (61, 291)
 LIP_INNER = (13, 14)
 CHEEKS = (50, 280, 205, 425)
 JAW = (172, 397)  # lower jaw, subject's right/left
-TEMPLES = (54, 284)
 BROW_TOPS = (105, 334)
 EYE_RIGHT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
 EYE_LEFT = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)
@@ -53,8 +50,6 @@ LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 3
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
-AGE_BUCKETS = ((0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
-CAFFE_MEAN = (78.4263377603, 87.7689143744, 114.895847746)  # BGR means of the Adience training set
 
 # Thresholds on the raw figures, chosen on contact sheets of the 2,500 samples of
 # scripts/avatar_samples.py sorted by each figure.
@@ -174,42 +169,52 @@ def align(rgb: np.ndarray, landmarks: np.ndarray) -> Aligned:
 
 
 # --------------------------------------------------------------------------------------------
-# Age and gender (Levi & Hassner CaffeNets, OpenCV dnn)
+# Age and gender (dlib-models' age predictor and gender classifier, on OpenVINO)
 # --------------------------------------------------------------------------------------------
 
-
-@functools.lru_cache(maxsize=1)
-def _age_gender_nets():
-    age = cv2.dnn.readNetFromCaffe(str(model_path("deploy_age.prototxt")), str(model_path("age_net.caffemodel")))
-    gender = cv2.dnn.readNetFromCaffe(str(model_path("deploy_gender.prototxt")), str(model_path("gender_net.caffemodel")))
-    return age, gender
-
-
-def prepare_age_gender(rgb: np.ndarray, face: Face) -> np.ndarray:
-    """A 227 px BGR blob of the face box widened by 40% (the nets were trained on loose crops)."""
-    x0, y0, x1, y1 = face.extras.get("mesh_box", face.box)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(x1 - x0, y1 - y0) * 1.4
-    h, w = rgb.shape[:2]
-    xa, ya = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
-    xb, yb = int(min(cx + side / 2, w)), int(min(cy + side / 2, h))
-    crop = cv2.cvtColor(np.ascontiguousarray(rgb[ya:yb, xa:xb]), cv2.COLOR_RGB2BGR)
-    return cv2.dnn.blobFromImage(crop, 1.0, (227, 227), CAFFE_MEAN, swapRB=False)
+# dlib's age predictor (ResNet-10, 81 classes: 0 ... 80 years, class 0 read as 3 months) and gender
+# classifier, both on dlib's own aligned face chips with 20% padding (64 px for age, 32 px for
+# gender), RGB minus the training means, divided by 256. They replace the Levi-Hassner CaffeNets
+# (8 coarse Adience buckets), which read generated faces 10-20 years young: on contact sheets
+# faces that look 50-65 measured "adult", and the softmax over the buckets could not be mapped
+# to our bands whatever the mapping (see scripts/learn_directions.py).
+AGE_MODEL = "dlib_age-v1.onnx"
+GENDER_MODEL = "dlib_gender-v1.onnx"
+AGE_CHIP, GENDER_CHIP, CHIP_PADDING = 64, 32, 0.2
+CHIP_MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)
+AGE_CLASS_YEARS = np.array([0.25, *range(1, 81)], np.float32)
 
 
-def forward_age_gender(blob: np.ndarray) -> tuple[np.ndarray, float]:
-    """(probabilities over AGE_BUCKETS, probability of a feminine presentation)."""
-    age_net, gender_net = _age_gender_nets()
-    age_net.setInput(blob)
-    ages = age_net.forward()[0]
-    gender_net.setInput(blob)
-    male, female = gender_net.forward()[0]
-    return ages, float(female / max(male + female, 1e-9))
+def face_chips(rgb: np.ndarray, face: Face, analyzer: FaceAnalyzer) -> tuple[np.ndarray, np.ndarray]:
+    """(64 px age chip, 32 px gender chip): dlib's aligned chips from its 5-point shape, placed
+    the way the identity embedding places it (rectangle and points checked against the mesh)."""
+    import dlib
+
+    data = analyzer.prepare_embedding(rgb, face)
+    rect = dlib.rectangle(*data.rect)
+    shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in data.points])
+    image = np.ascontiguousarray(data.image, dtype=np.uint8)
+    return tuple(np.asarray(dlib.get_face_chip(image, shape, size=size, padding=CHIP_PADDING), np.uint8)
+                 for size in (AGE_CHIP, GENDER_CHIP))
+
+
+def _chip_tensor(chip: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(((chip.astype(np.float32) - CHIP_MEANS) / 256.0).transpose(2, 0, 1)[None])
+
+
+def forward_age_gender(age_chip: np.ndarray, gender_chip: np.ndarray) -> tuple[np.ndarray, float]:
+    """(probabilities over the 81 age classes, probability of a feminine presentation)."""
+    from engine.faces.runtime import compiled_model
+
+    ages = next(iter(compiled_model(AGE_MODEL)(_chip_tensor(age_chip)).values()))[0]
+    female, male = next(iter(compiled_model(GENDER_MODEL)(_chip_tensor(gender_chip)).values()))[0]
+    return ages.astype(np.float64), float(female / max(female + male, 1e-9))
 
 
 def age_years(age_probabilities: np.ndarray) -> float:
-    mids = np.array([(a + b) / 2.0 for a, b in AGE_BUCKETS])
-    return float(np.dot(age_probabilities, mids) / max(float(np.sum(age_probabilities)), 1e-9))
+    """Expected age over the classes (what dlib reports; far steadier than the arg-max class)."""
+    p = np.asarray(age_probabilities, np.float64)
+    return float(np.dot(p, AGE_CLASS_YEARS) / max(float(np.sum(p)), 1e-9))
 
 
 def age_band(years: float) -> str:
@@ -258,22 +263,37 @@ def _distance(lab_pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.linalg.norm(lab_pixels - colour[None, :], axis=-1)
 
 
-def _hair(al: Aligned, skin: np.ndarray, background: np.ndarray) -> dict:
-    """Hair colour from the band above the forehead; length from the sides of the neck."""
+def _hair_pixels(al: Aligned, skin: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, int]:
+    """(Lab pixels that look like hair, pixels looked at) around the top of the head: a band
+    over the forehead and down both temples to eye level, outside the face oval. Dropped: the
+    background's colour, and skin's chroma at any plausible lightness (a bald or shaved scalp,
+    a receding hairline; the old band over the forehead alone read scalp as red hair and a
+    bright background as grey)."""
     p = al.points
     top = p[FOREHEAD_TOP]
-    temple_span = abs(p[TEMPLES[1], 0] - p[TEMPLES[0], 0])
-    band = al.rect(top[0] - 0.35 * temple_span, top[1] - 0.75 * IOD, top[0] + 0.35 * temple_span, top[1] - 0.2 * IOD)
-    pixels = al.lab[band]
-    hairlike = pixels[(_distance(pixels, skin) > 14.0) & (_distance(pixels, background) > 14.0)]
-    coverage = len(hairlike) / max(len(pixels), 1)
-    colour = _trimmed_median(hairlike) if len(hairlike) >= 30 else np.array([np.nan] * 3)
+    oval = p[list(FACE_OVAL)]
+    x_r, x_l = oval[:, 0].min(), oval[:, 0].max()
+    eyes_y = p[list(RIGHT_EYE) + list(LEFT_EYE), 1].mean()
+    region = al.rect(x_r - 0.1 * IOD, top[1] - 0.8 * IOD, x_l + 0.1 * IOD, top[1] + 0.1 * IOD)
+    region |= al.rect(x_r - 0.45 * IOD, top[1], x_r + 0.02 * IOD, eyes_y) | al.rect(x_l - 0.02 * IOD, top[1], x_l + 0.45 * IOD, eyes_y)
+    pixels = al.lab[region & ~al.polygon(FACE_OVAL)]
+    skinlike = ((np.abs(pixels[:, 1] - skin[1]) < 7.0) & (np.abs(pixels[:, 2] - skin[2]) < 9.0)
+                & (pixels[:, 0] > skin[0] - 35.0) & (pixels[:, 0] < skin[0] + 15.0))
+    return pixels[(_distance(pixels, background) > 12.0) & ~skinlike], len(pixels)
+
+
+def _hair(al: Aligned, skin: np.ndarray, background: np.ndarray) -> dict:
+    """Hair colour around the top of the head; length from the sides of the neck."""
+    p = al.points
+    hairlike, looked_at = _hair_pixels(al, skin, background)
+    coverage = len(hairlike) / max(looked_at, 1)
+    colour = _trimmed_median(hairlike) if len(hairlike) >= 40 else np.array([np.nan] * 3)
     # Sides of the neck, from mouth level to well below the chin, just outside the jaw.
     y0, y1 = p[MOUTH_CORNERS, 1].mean(), p[CHIN, 1] + 0.7 * IOD
     jaw_r, jaw_l = p[JAW[0], 0], p[JAW[1], 0]
     sides = al.rect(jaw_r - 0.75 * IOD, y0, jaw_r - 0.15 * IOD, y1) | al.rect(jaw_l + 0.15 * IOD, y0, jaw_l + 0.75 * IOD, y1)
     side_pixels = al.lab[sides]
-    if len(hairlike) >= 30 and len(side_pixels):
+    if np.isfinite(colour[0]) and len(side_pixels):
         near_hair = _distance(side_pixels, colour) < 16.0
         off_background = _distance(side_pixels, background) > 14.0
         off_skin = _distance(side_pixels, skin) > 14.0
@@ -284,20 +304,20 @@ def _hair(al: Aligned, skin: np.ndarray, background: np.ndarray) -> dict:
 
 
 def hair_colour_name(lab) -> str | None:
+    """Colour name of a hair Lab colour; bands set on contact sheets of generated faces with a
+    swatch of the measured colour beside each face."""
     L, a, b = lab
     if not np.isfinite(L):
         return None
     chroma = math.hypot(a, b)
-    if chroma < 12 and L > 52:
-        return "grey"
-    if L < 24:
+    if L < 22:
         return "black"
-    if a > 14 and a > 0.55 * b and L < 60:
-        return "red"
-    if L > 52 and b > 16:
-        return "blonde"
-    if chroma < 9 and L > 45:
+    if chroma < 10 and L > 45:
         return "grey"
+    if a > 15 and a > 0.6 * b and 25 <= L < 62:
+        return "red"
+    if (L > 50 and b > 11) or (L > 44 and b > 18):
+        return "blonde"
     return "brown"
 
 
@@ -439,14 +459,13 @@ def measure_face(rgb: np.ndarray, analyzer: FaceAnalyzer | None = None, *, embed
     al = align(small, face.landmarks)
     skin, lit_skin, skin_extra = _skin(al)
     background, background_extra = _background(al, small)
-    ages, feminine = forward_age_gender(prepare_age_gender(small, face))
+    ages, feminine = forward_age_gender(*face_chips(small, face, analyzer))
     years = age_years(ages)
     raw = {
         "ita": ita_degrees(lit_skin),
         "skin_lab": lit_skin.tolist(),
         "monk": monk_tone(lit_skin),
         "age": years,
-        "age_probabilities": [float(v) for v in ages],
         "feminine": feminine,
         "smile": _smile(al.points),
         "mouth_open": float(face.mouth_open),

@@ -109,7 +109,7 @@ def test_manifest_is_complete_and_consistent():
     assert models.check_manifest() == []
     names = [e.name for e in models.MANIFEST]
     assert len(names) == len(set(names))
-    assert len([e for e in models.MANIFEST if e.group in models.EMBEDDED_GROUPS]) == 16
+    assert len([e for e in models.MANIFEST if e.group in models.EMBEDDED_GROUPS]) == 14
     for e in models.MANIFEST:
         if e.group in models.EMBEDDED_GROUPS:  # production files may be unpinned (no published digest)
             assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0 and e.size > 0
@@ -122,8 +122,8 @@ def test_manifest_is_complete_and_consistent():
     # licences: the generator weights are StyleGAN2-FFHQ derived, hence non-commercial
     assert {e.commercial_use for e in models.MANIFEST if e.group == "generator"} == {False}
     assert {e.commercial_use for e in models.MANIFEST if e.group == "faces"} == {True}
-    # the age/gender nets that label generated faces state no licence: treated as non-commercial
-    assert {e.commercial_use for e in models.MANIFEST if e.group == "labels"} == {False}
+    # the age/gender nets that label generated faces are dlib-models' (CC0)
+    assert {e.commercial_use for e in models.MANIFEST if e.group == "labels"} == {True}
     # the NudeNet detector's licence is ambiguous (MIT metadata, AGPL-3.0 LICENSE file)
     assert {e.commercial_use for e in models.MANIFEST if e.group == "safety"} == {False}
     with pytest.raises(dataclasses.FrozenInstanceError):
