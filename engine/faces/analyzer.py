@@ -66,6 +66,7 @@ class FaceAnalyzer:
         self.refine = refine
         self._detectors = {spec.name: Runner(spec.name, device) for spec in (FULL_RANGE, SHORT_RANGE)}
         self._mesh = Runner(msh.MESH_MODEL, device)
+        self._tracking_mesh: Runner | None = None  # see track(fast=True)
         self._iris = Runner(eye.IRIS_MODEL, device) if iris else None
         self._dlib_lock = threading.Lock()
         self.timings: dict[str, float] = {}
@@ -96,20 +97,27 @@ class FaceAnalyzer:
 
     # -- mesh -----------------------------------------------------------------------------------
 
-    def forward_mesh(self, tensor: np.ndarray) -> tuple[np.ndarray, float]:
-        return msh.forward_mesh(self._mesh, tensor)
+    def forward_mesh(self, tensor: np.ndarray, *, tracking: bool = False) -> tuple[np.ndarray, float]:
+        """``tracking``: the video tracker's own one-thread copy of the model. Video work keeps
+        both cores busy with decoding, swapping and encoding; a second inference thread there
+        only waits for a core (and burns it spinning) while the swap thread needs it."""
+        if not tracking or not self.device.upper().startswith("CPU"):
+            return msh.forward_mesh(self._mesh, tensor)
+        if self._tracking_mesh is None:
+            self._tracking_mesh = Runner(msh.MESH_MODEL, self.device, threads=1)
+        return msh.forward_mesh(self._tracking_mesh, tensor)
 
-    def mesh(self, rgb, roi: msh.Roi) -> tuple[np.ndarray, float, np.ndarray]:
+    def mesh(self, rgb, roi: msh.Roi, *, tracking: bool = False) -> tuple[np.ndarray, float, np.ndarray]:
         """One mesh pass on ``roi`` of ``rgb`` (array or Pyramid): (landmarks (468, 3) in image
         pixels, presence, 192 px crop)."""
         tensor, crop, matrix = msh.prepare_mesh(rgb, roi)
-        raw, logit = self.forward_mesh(tensor)
+        raw, logit = self.forward_mesh(tensor, tracking=tracking)
         landmarks, presence = msh.normalize_mesh(raw, logit, matrix)
         return landmarks, presence, crop
 
-    def _landmarks(self, rgb, roi: msh.Roi, second_pass: bool | None = None):
+    def _landmarks(self, rgb, roi: msh.Roi, second_pass: bool | None = None, *, tracking: bool = False):
         """Mesh with the optional re-centred second pass; None when it is not a face."""
-        landmarks, presence, crop = self.mesh(rgb, roi)
+        landmarks, presence, crop = self.mesh(rgb, roi, tracking=tracking)
         if (self.refine if second_pass is None else second_pass) and presence >= SECOND_PASS_PRESENCE:
             landmarks2, presence2, crop2 = self.mesh(rgb, msh.roi_from_landmarks(landmarks))
             if presence2 >= self.min_presence or presence2 >= presence:
@@ -190,13 +198,15 @@ class FaceAnalyzer:
         Run :meth:`analyze` again on scene cuts or every few frames to pick up new faces.
 
         ``fast``: one mesh pass (the previous frame's landmarks already centre the crop) and no
-        iris model (eye openness then comes from the mesh alone): about half the time."""
+        iris model (eye openness then comes from the mesh alone): about half the time; the mesh
+        runs on one inference thread (made for video, where the other core is busy)."""
         pyramid = Pyramid(as_rgb(rgb))
         out: list[Face] = []
         for old in faces:
             if old.landmarks is None:
                 continue
-            found = self._landmarks(pyramid, msh.roi_from_landmarks(old.landmarks), second_pass=False if fast else None)
+            found = self._landmarks(
+                pyramid, msh.roi_from_landmarks(old.landmarks), second_pass=False if fast else None, tracking=fast)
             if found is None:
                 continue
             landmarks = found[0]

@@ -42,15 +42,16 @@ def _core():
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_model(name: str, device: str = "CPU"):
-    """Compile a .tflite model once per (name, device) with a latency-oriented configuration."""
+def compiled_model(name: str, device: str = "CPU", *, threads: int | None = None):
+    """Compile a .tflite model once per (name, device, threads) with a latency-oriented
+    configuration; ``threads``: CPU inference threads (default :func:`inference_threads`)."""
     from engine.errors import ModelCorrupt
 
     path = model_path(name)
     core = _core()
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if device.upper().startswith("CPU"):
-        config["INFERENCE_NUM_THREADS"] = inference_threads()
+        config["INFERENCE_NUM_THREADS"] = threads or inference_threads()
     try:
         return core.compile_model(core.read_model(str(path)), device, config)
     except RuntimeError as error:  # OpenVINO raises RuntimeError for unreadable models
@@ -61,12 +62,13 @@ class Runner:
     """One infer request of a compiled model, serialised by a lock (requests are not thread-safe).
 
     ``run`` is the only place a network executes; it returns the outputs in model order.
+    ``threads``: CPU inference threads (default :func:`inference_threads`).
     """
 
-    def __init__(self, name: str, device: str = "CPU"):
+    def __init__(self, name: str, device: str = "CPU", *, threads: int | None = None):
         self.name = name
         self.device = device
-        self.compiled = compiled_model(name, device)
+        self.compiled = compiled_model(name, device, threads=threads) if threads else compiled_model(name, device)
         self.request = self.compiled.create_infer_request()
         self.outputs = list(self.compiled.outputs)
         self._lock = threading.Lock()

@@ -29,6 +29,7 @@ import numpy as np
 TOPOLOGY_FILE = Path(__file__).with_name("face_topology.json")
 RING_SCALE = 1.6
 UP_VERTEX, CHIN_VERTEX, NOSE_TIP = 10, 152, 1
+UPPER_LIP, LOWER_LIP, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 61, 291  # inner-lip middles, mouth corners
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class SwapOptions:
     shape_strength: float = 0.6  # 0: texture only; 1: the source's full proportions
     keep_inner_mouth: bool = True
     keep_eyes: bool = True  # the target's own eye openings: blinks and gaze follow the target
+    eye_margin: float = 0.0  # with this much (of the eye's size) of the target's lids around them (video)
     occlusion: bool = True
     forehead: bool = True  # extend to the hairline
     feather: float = 0.06  # edge softness as a fraction of face size
@@ -164,8 +166,9 @@ def shaped_points(target: np.ndarray, source: PreparedSource, strength: float) -
     tgt = np.asarray(target, dtype=np.float64)[:, :2]
     if strength <= 0:
         return tgt.copy()
-    matrix = _similarity(source.landmarks, tgt)
-    aligned = source.landmarks @ matrix[:, :2].T + matrix[:, 2]
+    opened = _jaw_opened_like(source.landmarks, tgt)
+    matrix = _similarity(opened, tgt)
+    aligned = opened @ matrix[:, :2].T + matrix[:, 2]
     offset = aligned - tgt
     for group in (topo.left_eye, topo.right_eye, np.concatenate([topo.lips_inner, topo.lips_outer])):
         offset[group] = offset[group].mean(0)
@@ -177,17 +180,58 @@ def shaped_points(target: np.ndarray, source: PreparedSource, strength: float) -
     return tgt + strength * offset
 
 
+def _jaw_opened_like(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The persona's landmarks with the jaw opened as far (relative to face size) as the target's,
+    before they are aligned onto the target. Without this the chin and jaw moved toward the
+    persona's own jaw position, so a speaking target's jaw drop was partly undone (mouth opening
+    correlated 0.87 instead of 0.93 with the input on a corpus talking head). The lower face
+    moves down by the difference in inner-lip gap: fully at the lower lip and chin, a third at the
+    mouth corners' height, and less toward the jaw angles (the jaw turns about the ears)."""
+
+    def frame(points):
+        down = points[CHIN_VERTEX, :2] - points[UP_VERTEX, :2]
+        size = float(np.linalg.norm(down)) or 1.0
+        return down / size, size
+
+    source = np.asarray(source, dtype=np.float64)[:, :2]
+    t_down, t_size = frame(target)
+    down, size = frame(source)
+    target_gap = float((target[LOWER_LIP, :2] - target[UPPER_LIP, :2]) @ t_down) / t_size
+    source_gap = float((source[LOWER_LIP] - source[UPPER_LIP]) @ down) / size
+    drop = (target_gap - source_gap) * size
+    across = np.array([-down[1], down[0]])
+    centre = (source[MOUTH_LEFT] + source[MOUTH_RIGHT]) / 2
+    below = (source - centre) @ down / size
+    aside = np.abs((source - centre) @ across) / size
+    weight = np.clip((below + 0.02) / 0.06, 0.0, 1.0) * np.clip(1.0 - aside / 0.6, 0.0, 1.0)
+    return source + (weight * drop)[:, None] * down[None, :]
+
+
+def _grown(loop: np.ndarray, margin: float) -> np.ndarray:
+    """A closed outline scaled about its centre by ``1 + margin``."""
+    centre = loop.mean(0)
+    return centre + (loop - centre) * (1.0 + margin)
+
+
 def _affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Per-triangle 2x3 matrices mapping dst-triangle coordinates to src-triangle coordinates."""
-    d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], axis=2)  # (T,3,3)
-    s = src[tris]  # (T,3,2)
-    det = np.linalg.det(d)
+    """Per-triangle 2x3 matrices mapping dst-triangle coordinates to src-triangle coordinates,
+    in closed form (barycentric coordinates: a batched solve costs more than the whole rest);
+    degenerate triangles get the least-squares map."""
+    a, b, c = dst[tris[:, 0]], dst[tris[:, 1]], dst[tris[:, 2]]
+    e1, e2 = b - a, c - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     good = np.abs(det) > 1e-6
-    sol = np.zeros((len(tris), 3, 2))
-    sol[good] = np.linalg.solve(d[good], s[good])
-    if (~good).any():
-        sol[~good] = np.linalg.pinv(d[~good]) @ s[~good]
-    return np.transpose(sol, (0, 2, 1))  # (T,2,3)
+    inverse = np.where(good, 1.0 / np.where(good, det, 1.0), 0.0)[:, None]
+    origin = src[tris[:, 0]]
+    s1, s2 = src[tris[:, 1]] - origin, src[tris[:, 2]] - origin
+    per_x = (e2[:, 1:2] * s1 - e1[:, 1:2] * s2) * inverse  # d src / d x, (T, 2)
+    per_y = (e1[:, 0:1] * s2 - e2[:, 0:1] * s1) * inverse  # d src / d y
+    offset = origin - per_x * a[:, 0:1] - per_y * a[:, 1:2]
+    out = np.stack([per_x, per_y, offset], axis=2)  # (T, 2, 3)
+    if not good.all():
+        d = np.concatenate([dst[tris[~good]], np.ones((int((~good).sum()), 3, 1))], axis=2)
+        out[~good] = np.transpose(np.linalg.pinv(d) @ src[tris[~good]], (0, 2, 1))
+    return out
 
 
 def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -196,11 +240,13 @@ def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 
 def _rasterise(points: np.ndarray, tris: np.ndarray, order: np.ndarray, origin: np.ndarray, shape) -> np.ndarray:
-    """Triangle id (+1) per pixel of the box; later triangles in ``order`` win overlaps."""
+    """Triangle id (+1) per pixel of the box; later triangles in ``order`` win overlaps.
+    (~1000 small triangles: the per-call overhead is the cost, so all indexing is done once.)"""
     ids = np.zeros(shape, dtype=np.int32)
-    local = np.round((points - origin) * 16).astype(np.int32)
-    for t in order:
-        cv2.fillConvexPoly(ids, local[tris[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
+    polygons = np.round((points - origin) * 16).astype(np.int32)[tris[order]]
+    fill = cv2.fillConvexPoly
+    for polygon, value in zip(polygons, (order + 1).tolist()):
+        fill(ids, polygon, value, cv2.LINE_8, 4)
     return ids
 
 
@@ -213,11 +259,17 @@ def _skin_model(ycrcb: np.ndarray, sample: np.ndarray):
     return median, mad
 
 
-def _skin_distance(ycrcb: np.ndarray, model) -> np.ndarray:
+# Luma varies with shading, so it counts for less than chroma.
+_SKIN_WEIGHTS = np.array([0.35, 1.0, 1.0])
+
+
+def _skin_mask(ycrcb: np.ndarray, model, limit: float = 3.2) -> np.ndarray:
+    """Pixels within ``limit`` robust deviations of the skin model. The input is 8-bit, so each
+    channel's weighted squared deviation comes from a 256-entry table."""
     median, mad = model
-    z = (ycrcb.astype(np.float32) - median) / mad
-    # Luma varies with shading, so it counts for less than chroma.
-    return np.sqrt((0.35 * z[..., 0]) ** 2 + z[..., 1] ** 2 + z[..., 2] ** 2)
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    table = (((levels - median) * (_SKIN_WEIGHTS / mad)) ** 2).astype(np.float32).reshape(1, 256, 3)
+    return cv2.transform(cv2.LUT(ycrcb, table), np.ones((1, 3), np.float32)) < limit * limit
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -245,7 +297,7 @@ def _shrink(mask: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _lab_stats(lab: np.ndarray, mask: np.ndarray):
-    values = lab[mask]
+    values = lab[mask].astype(np.float32)
     return values.mean(0), values.std(0) + 1e-3
 
 
@@ -255,13 +307,12 @@ def _resize(image: np.ndarray, size: tuple[int, int], interpolation=cv2.INTER_LI
     return cv2.resize(image, size, interpolation=interpolation)
 
 
-def _nearest_inside(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every pixel, the coordinates of the nearest ``inside`` pixel (itself when inside)."""
+def _nearest_inside(inside: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For every pixel, ``values`` at the nearest ``inside`` pixel (its own when inside)."""
     _, labels = cv2.distanceTransformWithLabels(
         (~inside).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
-    ys, xs = np.nonzero(inside)  # OpenCV numbers the zero pixels in this same raster order
-    index = labels - 1
-    return ys[index], xs[index]
+    # OpenCV numbers the zero pixels in raster order, the order of values[inside].
+    return values[inside][labels - 1]
 
 
 def swap_face(
@@ -284,7 +335,8 @@ def swap_face(
     - *texture* scale (face up to ``options.texture_face`` px, the detail a persona texture has): the
       persona is sampled, toned and given the photo's grain;
     - the frame's own resolution: the liquified target and the final blend, so hair and
-      background stay sharp."""
+      background stay sharp. The blend (and the texture's upsampling and grain) covers only
+      the box where the blend weight is not zero; the rest of the crop is the liquified target."""
     topo = topology()
     height, width = frame.shape[:2]
     tgt = np.asarray(target_landmarks, dtype=np.float64)[:, :2]
@@ -299,7 +351,7 @@ def swap_face(
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return SwapResult((x0, y0, x1, y1), 0.0, 0.0)
-    crop = frame[y0:y1, x0:x1]
+    crop = frame[y0:y1, x0:x1].copy()  # the liquified target is written over the frame from it
     crop_size = (x1 - x0, y1 - y0)
     full_size = max(float(np.linalg.norm(full_dest[UP_VERTEX] - full_dest[CHIN_VERTEX])), 1.0)
     origin = np.array([x0, y0], dtype=np.float64)
@@ -328,46 +380,55 @@ def swap_face(
         np.flatnonzero(topo.kind == 3), np.flatnonzero((topo.kind == 1) | (topo.kind == 2)),
         mesh_idx[back], mesh_idx[~back],
     ])
-    ids = _rasterise(p_dest, tris, order, np.zeros(2), (box_h, box_w)) - 1
-    inside = ids >= 0
+    ids = _rasterise(p_dest, tris, order, np.zeros(2), (box_h, box_w))  # 0: outside the extended mesh
+    inside = ids > 0
     if not inside.any():
         return SwapResult((x0, y0, x1, y1), 0.0, 0.0)
-    # Outside the extended mesh the target map is the identity and the source map continues
-    # the nearest triangle's affine map, so both maps can be upsampled without seams.
-    near_y, near_x = _nearest_inside(inside)
-    tri_all = ids[near_y, near_x]
-    grid_x = np.tile(np.arange(box_w, dtype=np.float32), (box_h, 1))
-    grid_y = np.tile(np.arange(box_h, dtype=np.float32)[:, None], (1, box_w))
-    homog = np.stack([grid_x, grid_y, np.ones_like(grid_x)], axis=-1)
-    to_target = _affines(p_dest, p_target, tris).astype(np.float32)
-    to_source = _affines(p_dest, source.points, tris).astype(np.float32)
-    smap = np.einsum("hwij,hwj->hwi", to_source[tri_all], homog)
-    tmap = np.einsum("hwij,hwj->hwi", to_target[ids[inside]][:, None], homog[inside][:, None])[:, 0]
-    grid_x[inside] = tmap[:, 0]
-    grid_y[inside] = tmap[:, 1]
+    # Per-triangle lookup tables indexed by ``ids`` (row 0: outside). Outside the extended mesh
+    # the target map is the identity and the source map continues the nearest triangle's affine
+    # map, so both maps can be upsampled without seams.
+    identity = np.array([[1, 0, 0, 0, 1, 0]], np.float32)
+    to_target = np.concatenate([identity, _affines(p_dest, p_target, tris).reshape(-1, 6).astype(np.float32)])
+    to_source = np.concatenate([identity, _affines(p_dest, source.points, tris).reshape(-1, 6).astype(np.float32)])
+    near = _nearest_inside(inside, ids)
+    xs = np.arange(box_w, dtype=np.float32)[None, :]
+    ys = np.arange(box_h, dtype=np.float32)[:, None]
+
+    def sample_map(table: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = np.take(table, index.ravel(), axis=0).reshape(box_h, box_w, 6)
+        map_x = c[..., 2] + c[..., 0] * xs
+        map_x += c[..., 1] * ys
+        map_y = c[..., 5] + c[..., 3] * xs
+        map_y += c[..., 4] * ys
+        return map_x, map_y
+
+    grid_x, grid_y = sample_map(to_target, ids)
+    smap_x, smap_y = sample_map(to_source, near)
     # Target, liquified into the new proportions (identity outside the extended mesh).
     warped_target = cv2.remap(work, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     lo_src_image, lo_src_factor = source.level(face_size)
     warped_source = cv2.remap(
-        lo_src_image, (smap[..., 0] + 0.5) * lo_src_factor - 0.5, (smap[..., 1] + 0.5) * lo_src_factor - 0.5,
+        lo_src_image, (smap_x + 0.5) * lo_src_factor - 0.5, (smap_y + 0.5) * lo_src_factor - 0.5,
         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    kind = np.full((box_h, box_w), -1, np.int8)
-    kind[inside] = topo.kind[ids[inside]]
+    kind = np.concatenate([[-1], topo.kind]).astype(np.int8)[ids]
 
     # --- masks ----------------------------------------------------------------------------
-    hidden = np.zeros((box_h, box_w), bool)
-    if back.any():
-        hidden[inside] = np.isin(ids[inside], mesh_idx[back])
-    region = (kind == 0) | (kind == 1) | (kind == 2)  # the face, holes and folds included
+    hidden_table = np.zeros(len(tris) + 1, bool)
+    hidden_table[mesh_idx[back] + 1] = True
+    hidden = hidden_table[ids]
+    region = (kind >= 0) & (kind <= 2)  # the face, holes and folds included
     local = p_dest.astype(np.float32)
     # The target's own eye openings and inner mouth, filled as polygons (a smiling mouth's
     # outline is not convex, so the hole fans alone would miss parts of it).
-    hole_loops = ([topo.lips_inner] if options.keep_inner_mouth else []) + (
-        [topo.left_eye, topo.right_eye] if options.keep_eyes else [])
+    # The eyes keep a margin (``options.eye_margin`` of their size) of the target's lids and
+    # lashes, which is where a blink shows.
+    hole_loops = ([local[topo.lips_inner]] if options.keep_inner_mouth else []) + (
+        [_grown(local[topo.left_eye], options.eye_margin), _grown(local[topo.right_eye], options.eye_margin)]
+        if options.keep_eyes else [])
     holes = np.zeros((box_h, box_w), np.uint8)
     if hole_loops:
-        cv2.fillPoly(holes, [np.round(local[loop] * 16).astype(np.int32) for loop in hole_loops], 1, shift=4)
+        cv2.fillPoly(holes, [np.round(loop * 16).astype(np.int32) for loop in hole_loops], 1, shift=4)
     holes = holes.astype(bool) & region
     face = region & ~holes & ~hidden
 
@@ -387,10 +448,8 @@ def swap_face(
     up = p_dest[UP_VERTEX] - p_dest[CHIN_VERTEX]
     up /= np.linalg.norm(up) + 1e-9
     nose = p_dest[NOSE_TIP]
-    gx = np.arange(box_w, dtype=np.float32)[None, :] - nose[0]
-    gy = np.arange(box_h, dtype=np.float32)[:, None] - nose[1]
-    height_above_nose = (gx * up[0] + gy * up[1]) / max(face_size, 1.0)
-    skin_sample = face & ~features & (height_above_nose > 0.12)
+    height_above_nose = (xs - np.float32(nose[0])) * np.float32(up[0]) + (ys - np.float32(nose[1])) * np.float32(up[1])
+    skin_sample = face & ~features & (height_above_nose > np.float32(0.12 * max(face_size, 1.0)))
     if skin_sample.sum() < 200:
         skin_sample = face & ~features
     persistent = cache is not None
@@ -402,19 +461,23 @@ def swap_face(
     skin = np.ones((box_h, box_w), bool)
     occluder = np.zeros((box_h, box_w), bool)
     if options.occlusion and model is not None:
-        distance = _skin_distance(ycrcb, model)
-        skin = distance < 3.2
+        skin = _skin_mask(ycrcb, model)
         radius = max(1.0, 0.01 * face_size)
         nonskin = _grow(_shrink(~skin & face & ~features, radius), radius)  # opening: no specks
-        # A feature (eye, brow, mouth) counts as covered when most of the skin around it is covered.
-        band = _grow(features, 3 * grow) & ~features & face
+        # A feature (eye, brow, mouth) counts as covered when most of the skin around it is
+        # covered. Each is looked at in its own box (its ring cannot reach further).
+        reach = 3 * grow
+        band = _grow(features, reach) & ~features & face
         covered_features = np.zeros_like(features)
-        n_feat, feat_labels = cv2.connectedComponents(features.astype(np.uint8))
+        n_feat, feat_labels, feat_stats, _ = cv2.connectedComponentsWithStats(features.astype(np.uint8))
+        margin = int(np.ceil(reach)) + 2
         for label in range(1, n_feat):
-            part = feat_labels == label
-            ring = _grow(part, 3 * grow) & band
-            if ring.sum() > 20 and nonskin[ring].mean() > 0.5:
-                covered_features |= part
+            fx, fy, fw, fh = (int(v) for v in feat_stats[label, :4])
+            part_box = (slice(max(fy - margin, 0), fy + fh + margin), slice(max(fx - margin, 0), fx + fw + margin))
+            part = feat_labels[part_box] == label
+            ring = _grow(part, reach) & band[part_box]
+            if ring.sum() > 20 and nonskin[part_box][ring].mean() > 0.5:
+                covered_features[part_box] |= part
         occluder = nonskin | (covered_features & region)
         occluder = _shrink(_grow(occluder, radius), radius) & region  # closing: whole occluders
         occluded_share = float(occluder[face].mean()) if face.any() else 0.0
@@ -423,36 +486,36 @@ def swap_face(
     # Outer alpha: the face with its holes filled, plus the forehead up to the hairline.
     outer = (region & ~occluder).astype(np.float32)
     if options.forehead:
-        centre = p_dest[topo.oval].mean(0)
-        rel_x = (np.arange(box_w, dtype=np.float32)[None, :] - centre[0])
-        rel_y = (np.arange(box_h, dtype=np.float32)[:, None] - centre[1])
-        norm = np.sqrt(rel_x**2 + rel_y**2) + 1e-6
-        upness = (rel_x * up[0] + rel_y * up[1]) / norm
-        weight = np.clip((upness - 0.55) / 0.3, 0.0, 1.0)
+        centre = p_dest[topo.oval].mean(0).astype(np.float32)
+        rel_x, rel_y = xs - centre[0], ys - centre[1]
+        upness = (rel_x * np.float32(up[0]) + rel_y * np.float32(up[1])) / (np.sqrt(rel_x**2 + rel_y**2) + np.float32(1e-6))
+        weight = np.clip((upness - np.float32(0.55)) / np.float32(0.3), 0.0, 1.0)
         # Skin in the target *and* in the persona: neither's hair, hat or background is pasted.
         source_ycrcb = cv2.cvtColor(warped_source, cv2.COLOR_RGB2YCrCb)
         if "source_skin" not in cache:
             cache["source_skin"] = _skin_model(source_ycrcb, skin_sample)
-        source_skin = np.ones((box_h, box_w), bool)
+        candidates = (kind == 3) & skin
         if cache["source_skin"] is not None:
-            source_skin = _skin_distance(source_ycrcb, cache["source_skin"]) < 3.2
-        forehead = (weight * ((kind == 3) & skin & source_skin)).astype(np.float32)
+            candidates &= _skin_mask(source_ycrcb, cache["source_skin"])
+        forehead = weight * candidates
         # only the part of the ring connected to the face (no islands of skin-coloured wall)
         n_lab, labels = cv2.connectedComponents(((forehead > 0.2) | face).astype(np.uint8))
         if n_lab > 1 and face.any():
-            keep_labels = np.unique(labels[face])
-            forehead *= np.isin(labels, keep_labels[keep_labels > 0])
+            keep = np.zeros(n_lab, bool)
+            keep[labels[face]] = True
+            keep[0] = False
+            forehead *= keep[labels]
         outer = np.maximum(outer, forehead)
 
     coverage = float(face.sum() / max(1, ((kind == 0) | (kind == 1)).sum()))
-    base = _full_resolution_target(crop, grid_x, grid_y, lo_factor)
+    # The liquified target, at full resolution, straight into the frame.
+    base = _full_resolution_target(crop, grid_x, grid_y, lo_factor, out=frame[y0:y1, x0:x1])
     if not face.any():
-        frame[y0:y1, x0:x1] = base
         return SwapResult((x0, y0, x1, y1), 0.0, occluded_share)
 
     # --- colour and light (statistics at the mask scale) ----------------------------------
-    target_lab = cv2.cvtColor(warped_target, cv2.COLOR_RGB2LAB).astype(np.float32)
-    source_lab = cv2.cvtColor(warped_source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    target_lab = cv2.cvtColor(warped_target, cv2.COLOR_RGB2LAB)
+    source_lab = cv2.cvtColor(warped_source, cv2.COLOR_RGB2LAB)
     stats_mask = face & ~features
     if stats_mask.sum() < 50:
         stats_mask = face
@@ -465,41 +528,18 @@ def swap_face(
         gain[0] = np.clip(gain[0], 0.7, 1.4)
         cache["colour"] = (s_mean, gain, t_mean)
     s_mean, gain, t_mean = cache["colour"]
-    # Low-frequency lighting: the target's shading replaces the source's.
+    # The persona's colours moved to the photo's statistics (an 8-bit input: one table per channel).
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    toned = cv2.LUT(source_lab, ((levels - s_mean) * gain + t_mean).astype(np.float32).reshape(1, 256, 3))
+    # Low-frequency lighting: the target's shading replaces the source's (the three weighted
+    # averages blurred as one 3-channel image).
     sigma = max(2.0, face_size / 10)
-    weight_map = _blur(stats_mask.astype(np.float32), sigma) + 1e-4
-    t_low = _blur(target_lab[..., 0] * stats_mask, sigma) / weight_map
-    a_low = _blur(((source_lab[..., 0] - s_mean[0]) * gain[0] + t_mean[0]) * stats_mask, sigma) / weight_map
-    light = np.clip(t_low - a_low, -40, 40)
+    stats_weight = stats_mask.astype(np.float32)
+    sums = _blur(cv2.merge([stats_weight, target_lab[..., 0] * stats_weight, toned[..., 0] * stats_weight]), sigma)
+    weight_map = sums[..., 0] + np.float32(1e-4)
+    light = np.clip((sums[..., 1] - sums[..., 2]) / weight_map, -40, 40)
 
-    # --- the persona's texture at the texture scale -----------------------------------------
-    tex_image, tex_factor = source.level(face_size * max(1.0, options.texture_face / options.mask_face))
-    hi_smap_x = (_resize(smap[..., 0], hi_size) + 0.5) * tex_factor - 0.5
-    hi_smap_y = (_resize(smap[..., 1], hi_size) + 0.5) * tex_factor - 0.5
-    texture = cv2.remap(tex_image, hi_smap_x, hi_smap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    # The tone change is worked out in Lab at the mask scale and carried to the texture as a
-    # smooth per-channel RGB ratio (Lab conversions at the texture scale cost more than the
-    # rest of the texture work; the ratio keeps the texture's fine detail).
-    toned = (source_lab - s_mean) * gain + t_mean
-    toned[..., 0] += light
-    toned = cv2.cvtColor(np.clip(toned, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
-    ratio = np.clip((toned + 1.0) / (warped_source.astype(np.float32) + 1.0), 0.25, 4.0)
-    result = np.clip(texture * _resize(ratio, hi_size) + 0.5, 0, 255).astype(np.uint8)
-    # Grain and focus are compared at the frame's resolution, where the result is seen.
-    mode, amount = "none", 0.0
-    if options.grain:
-        if "grain" not in cache:
-            cache["grain"] = _grain(base, _resize(result, crop_size, cv2.INTER_CUBIC), stats_mask)
-        mode, amount = cache["grain"]
-    if mode == "soften":  # the source is sharper: soften it to the photo's focus
-        sigma = amount * hi_size[0] / crop_size[0]
-        if sigma >= 0.3:
-            result = cv2.GaussianBlur(result, (0, 0), sigma)
-    result = _resize(result, crop_size, cv2.INTER_CUBIC)
-    if mode == "noise":  # the photo is grainier: add matching grain
-        result = _add_grain(result, amount, cache if persistent else None, options.seed)
-
-    # --- feathered blend at full resolution -------------------------------------------------
+    # --- the blend weight (mask scale) --------------------------------------------------------
     # The outer edge is soft; the edges of what must stay the target's (eye openings, inner
     # mouth, things in front of the face) are much sharper.
     soft = max(1.0, options.feather * face_size)
@@ -511,8 +551,51 @@ def swap_face(
         edge = max(0.6, 0.012 * face_size)
         alpha *= 1.0 - _blur(_grow(keep, edge).astype(np.float32), edge)
     alpha = np.clip(alpha, 0.0, 1.0)
-    alpha = _resize(alpha, crop_size)
-    frame[y0:y1, x0:x1] = cv2.blendLinear(result, base, alpha, 1.0 - alpha)
+    # Where the persona shows at all (a weight under 1/1024 changes no 8-bit pixel) and the
+    # skin the grain is measured on: the only part of the crop worked at full resolution.
+    shown = (alpha > 1.0 / 1024) | stats_mask
+    cols, rows = np.flatnonzero(shown.any(0)), np.flatnonzero(shown.any(1))
+    lo_box = (max(int(cols[0]) - 1, 0), max(int(rows[0]) - 1, 0), min(int(cols[-1]) + 2, box_w), min(int(rows[-1]) + 2, box_h))
+    fx, fy = lo_factor
+    bx0 = max(int(np.floor((lo_box[0] + 0.5) / fx - 0.5)), 0)
+    by0 = max(int(np.floor((lo_box[1] + 0.5) / fy - 0.5)), 0)
+    bx1 = min(int(np.ceil((lo_box[2] - 0.5) / fx - 0.5)) + 1, crop_size[0])
+    by1 = min(int(np.ceil((lo_box[3] - 0.5) / fy - 0.5)) + 1, crop_size[1])
+    part = (slice(by0, by1), slice(bx0, bx1))
+
+    # --- the persona's texture at the texture scale -----------------------------------------
+    tex_image, tex_factor = source.level(face_size * max(1.0, options.texture_face / options.mask_face))
+    hi_smap_x = _resize((smap_x + 0.5) * tex_factor - 0.5, hi_size)
+    hi_smap_y = _resize((smap_y + 0.5) * tex_factor - 0.5, hi_size)
+    texture = cv2.remap(tex_image, hi_smap_x, hi_smap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # The tone change is worked out in Lab at the mask scale and carried to the texture as a
+    # smooth per-channel RGB ratio (Lab conversions at the texture scale cost more than the
+    # rest of the texture work; the ratio keeps the texture's fine detail).
+    toned[..., 0] += light
+    toned = cv2.cvtColor(np.clip(toned, 0, 255, out=toned).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+    ratio = np.clip((toned + 1.0) / (warped_source.astype(np.float32) + 1.0), 0.25, 4.0)
+    result = cv2.multiply(texture, _resize(ratio, hi_size), dtype=cv2.CV_8U)
+    # Grain and focus are compared at the frame's resolution, where the result is seen.
+    base_part = base[part]
+    mode, amount = "none", 0.0
+    if options.grain:
+        if "grain" not in cache:
+            skin_part = _resize(stats_mask.astype(np.uint8), crop_size, cv2.INTER_NEAREST)[part].astype(bool)
+            cache["grain"] = _grain(base_part, _resize(result, crop_size, cv2.INTER_CUBIC)[part], skin_part)
+        mode, amount = cache["grain"]
+    if mode == "soften":  # the source is sharper: soften it to the photo's focus
+        sigma = amount * hi_size[0] / crop_size[0]
+        if sigma >= 0.3:
+            result = cv2.GaussianBlur(result, (0, 0), sigma)
+    result = _resize(result, crop_size, cv2.INTER_CUBIC)[part]
+    if mode == "noise":  # the photo is grainier: add matching grain
+        result = _add_grain(result, amount, cache if persistent else None, options.seed)
+
+    # --- feathered blend at full resolution -------------------------------------------------
+    alpha = _resize(alpha, crop_size)[part]
+    blended = cv2.blendLinear(result, base_part, alpha, 1.0 - alpha, dst=base_part)
+    if blended is not base_part:
+        base_part[...] = blended
     return SwapResult((x0, y0, x1, y1), coverage, occluded_share)
 
 
@@ -551,11 +634,18 @@ def _add_grain(result: np.ndarray, std: float, cache: dict | None, seed: int) ->
     return cv2.subtract(cv2.add(result, brighter), darker)
 
 
-def _full_resolution_target(crop: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """The liquified target at the crop's own resolution (grids come from the mask scale)."""
+def _full_resolution_target(crop: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, factor: np.ndarray,
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """The liquified target at the crop's own resolution (grids come from the mask scale),
+    written into ``out`` when given (which must not overlap ``crop``)."""
     size = (crop.shape[1], crop.shape[0])
-    if (grid_x.shape[1], grid_x.shape[0]) == size:
-        return cv2.remap(crop, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    full_x = (cv2.resize(grid_x, size, interpolation=cv2.INTER_LINEAR) + 0.5) / float(factor[0]) - 0.5
-    full_y = (cv2.resize(grid_y, size, interpolation=cv2.INTER_LINEAR) + 0.5) / float(factor[1]) - 0.5
-    return cv2.remap(crop, full_x, full_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if (grid_x.shape[1], grid_x.shape[0]) != size:
+        # Bilinear upsampling commutes with the affine change of units: convert at the mask
+        # scale, on ~1/10 of the pixels.
+        fx, fy = np.float32(factor[0]), np.float32(factor[1])
+        grid_x = cv2.resize((grid_x + np.float32(0.5)) / fx - np.float32(0.5), size, interpolation=cv2.INTER_LINEAR)
+        grid_y = cv2.resize((grid_y + np.float32(0.5)) / fy - np.float32(0.5), size, interpolation=cv2.INTER_LINEAR)
+    result = cv2.remap(crop, grid_x, grid_y, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REFLECT)
+    if out is not None and result is not out:  # a view OpenCV could not write through
+        out[...] = result
+    return out if out is not None else result

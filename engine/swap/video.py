@@ -113,6 +113,10 @@ class VideoSwapOptions:
     # worked at smaller face sizes than for photos (see engine.swap.classical.SwapOptions).
     texture_face: float = 240.0
     mask_face: float = 128.0
+    # In motion, blinks must follow the target: its eyes are kept with this margin of its own lids
+    # and lashes (where the mesh and a viewer see a blink), at some cost in identity transfer
+    # (photos keep none: there the transfer matters more and there is no blink to follow).
+    eye_margin: float = 0.4
     crf: int = 20  # x264 quality of the output (lower is better and larger)
     # The invisible SafeFace watermark on every Nth output frame (0: none). It costs ~35 ms on
     # a 700 px frame, so marking every frame would halve the speed; any second of video still
@@ -212,7 +216,8 @@ def swap_video(
     timing = {"analyse": 0.0, "swap": 0.0}
     frame_rate = float(probe_video(src).fps)  # the smoother works in real time, not in frames
     image_options = options.image
-    swap_options = replace(image_options.swap, texture_face=options.texture_face, mask_face=options.mask_face)
+    swap_options = replace(
+        image_options.swap, texture_face=options.texture_face, mask_face=options.mask_face, eye_margin=options.eye_margin)
     assign = make_assigner(persona, targets, image_options, analyzer)
     neural = resolve_swapper(image_options)  # None: the classical mesh swap
 

@@ -730,3 +730,16 @@ def test_fast_tracking_agrees_with_full_tracking(analyzer, analyzed):
         span = np.linalg.norm(a.landmarks[33, :2] - a.landmarks[263, :2])
         assert np.abs(a.landmarks[:, :2] - b.landmarks[:, :2]).mean() < 0.05 * span
         assert "irises" in a.extras and "irises" not in b.extras  # the iris model was skipped
+
+
+@pytest.mark.corpus
+def test_video_tracking_runs_the_same_mesh_model_on_one_thread(analyzer, analyzed):
+    """track(fast=True) uses its own one-thread copy of the mesh model (video keeps both cores
+    busy); it must give the same landmarks as the shared one."""
+    rgb, faces = analyzed("group_obama_biden_2faces.jpg")
+    tensor, _, _ = msh.prepare_mesh(rgb, msh.roi_from_landmarks(faces[0].landmarks))
+    raw, logit = analyzer.forward_mesh(tensor)
+    raw_one, logit_one = analyzer.forward_mesh(tensor, tracking=True)
+    assert analyzer._tracking_mesh is not None and analyzer._tracking_mesh is not analyzer._mesh
+    assert int(analyzer._tracking_mesh.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    assert np.abs(raw - raw_one).max() < 0.05 and abs(logit - logit_one) < 0.01

@@ -175,3 +175,80 @@ def test_topology_is_a_consistent_manifold():
             edges[(a, b)] = edges.get((a, b), 0) + 1
     assert max(edges.values()) == 1  # consistent winding: no directed edge used twice
     assert len(topo.oval) == 36 and len(topo.lips_inner) == 20
+
+
+def test_triangle_affines_in_closed_form_match_a_least_squares_solve():
+    from engine.swap.classical import _affines
+
+    rng = np.random.default_rng(3)
+    dst = rng.uniform(0, 200, (60, 2))
+    src = rng.uniform(0, 500, (60, 2))
+    tris = np.stack([rng.permutation(60)[:3] for _ in range(40)])
+    dst[tris[0, 2]] = (dst[tris[0, 0]] + dst[tris[0, 1]]) / 2  # a degenerate (zero-area) triangle
+    maps = _affines(dst, src, tris)
+    assert maps.shape == (40, 2, 3)
+    for t, (a, b, c) in enumerate(tris):
+        d = np.column_stack([dst[[a, b, c]], np.ones(3)])
+        expected = (np.linalg.pinv(d) @ src[[a, b, c]]).T
+        assert np.allclose(maps[t], expected, atol=1e-6 * max(1.0, np.abs(expected).max()))
+    # every proper triangle maps its own corners exactly
+    corners = np.einsum("tij,tkj->tki", maps[1:, :, :2], dst[tris[1:]]) + maps[1:, None, :, 2]
+    assert np.allclose(corners, src[tris[1:]], atol=1e-6)
+
+
+def test_rasterise_paints_in_order_and_marks_the_outside_zero():
+    from engine.swap.classical import _rasterise
+
+    points = np.array([[2.0, 2.0], [30.0, 2.0], [2.0, 30.0], [10.0, 10.0], [40.0, 10.0], [10.0, 40.0]])
+    tris = np.array([[0, 1, 2], [3, 4, 5]])
+    over = _rasterise(points, tris, np.array([0, 1]), np.zeros(2), (48, 48))
+    under = _rasterise(points, tris, np.array([1, 0]), np.zeros(2), (48, 48))
+    assert over[0, 0] == 0 and over[4, 4] == 1 and over[15, 20] == 2 and over[40, 40] == 0
+    assert over[12, 12] == 2 and under[12, 12] == 1  # the overlap goes to the triangle painted last
+    assert ((over > 0) == (under > 0)).all()
+
+
+def test_skin_mask_is_the_weighted_robust_distance():
+    from engine.swap.classical import _skin_mask
+
+    rng = np.random.default_rng(5)
+    median, mad = np.array([140.0, 150.0, 110.0]), np.array([30.0, 9.0, 7.0])
+    ycrcb = np.clip(median + rng.normal(0, 2.5, (40, 50, 3)) * mad, 0, 255).astype(np.uint8)
+    z = (ycrcb.astype(np.float64) - median) / mad * np.array([0.35, 1.0, 1.0])
+    expected = np.sqrt((z**2).sum(-1)) < 3.2
+    got = _skin_mask(ycrcb, (median, mad))
+    assert got.dtype == bool and got.shape == (40, 50)
+    assert 0.05 < expected.mean() < 0.95 and (got == expected).mean() > 0.999
+
+
+def test_nearest_inside_extends_values_from_the_nearest_inside_pixel():
+    from engine.swap.classical import _nearest_inside
+
+    inside = np.zeros((30, 60), bool)
+    inside[10:20, 5:15] = True
+    inside[10:20, 45:55] = True
+    values = np.zeros((30, 60), np.int32)
+    values[10:20, 5:15] = 7
+    values[10:20, 45:55] = 9
+    values[15, 14] = 8  # the left block's right edge, middle row
+    near = _nearest_inside(inside, values)
+    assert (near[inside] == values[inside]).all()
+    assert near[0, 0] == 7 and near[29, 59] == 9 and near[15, 17] == 8
+    assert (near[:, :25] != 9).all() and (near[:, 35:] == 9).all()
+
+
+def test_shape_transfer_keeps_the_targets_jaw_drop(source):
+    """A speaking target's chin is lower than the closed-mouthed persona's: moving toward the
+    persona's proportions must not close the target's jaw."""
+    from engine.swap.classical import CHIN_VERTEX, LOWER_LIP, UPPER_LIP, shaped_points
+
+    target = face_landmarks((256, 270), 300)
+    size = np.linalg.norm(target[CHIN_VERTEX] - target[10])
+    drop = 0.06 * size
+    below = target[:, 1] > target[[61, 291], 1].mean() + 0.02 * size
+    assert below[LOWER_LIP] and not below[UPPER_LIP]
+    target[below, 1] += drop  # the jaw opens: lower lip, chin and lower face move down
+    moved = shaped_points(target, source, 1.0)
+    assert abs(moved[CHIN_VERTEX, 1] - target[CHIN_VERTEX, 1]) < 0.25 * drop
+    gap = lambda p: p[LOWER_LIP, 1] - p[UPPER_LIP, 1]  # noqa: E731
+    assert gap(moved) == pytest.approx(gap(target), abs=0.5)
