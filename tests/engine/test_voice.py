@@ -104,6 +104,28 @@ def test_persona_conversion_removes_the_speakers_pitch_level():
     assert abs(np.log(median_f0(low) / median_f0(high))) < 0.08
 
 
+def test_speaker_statistics_pass_matches_the_full_analysis():
+    """The statistics pass is a cheaper analysis (DIO at reduced rate, envelope on a subset of
+    frames); its averages must agree with the conversion's own full-rate analysis."""
+    x = voiced(4.0, f0=140.0)
+    fast = conv.speaker_stats(x, SR)
+    f0, sp, _ = conv._analyse(x, SR, aperiodicity=False)
+    full = conv.stats_from_analysis(f0, sp)
+    assert abs(np.log(fast.median_f0 / full.median_f0)) < 0.03
+    assert abs(np.log(fast.median_f0 / 140.0)) < 0.08
+    assert abs(fast.logf0_std - full.logf0_std) < 0.03
+    assert np.max(np.abs(fast.mean_cepstrum - full.mean_cepstrum)) < 0.15
+    assert conv.speaker_stats(np.zeros(0), SR) is None
+    assert conv.speaker_stats(np.zeros(SR), SR) is None
+
+
+def test_envelope_autocorrelation_matches_the_inverse_fft():
+    rng = np.random.default_rng(1)
+    power = np.exp(rng.normal(0, 2, (7, 513)))
+    lags = power @ conv._autocorr_basis(513, 16)
+    assert np.allclose(lags, np.fft.irfft(power, axis=1)[:, :17], rtol=1e-9, atol=1e-12 * power.max())
+
+
 def test_mcadams_changes_the_spectrum_but_not_the_length_or_pitch():
     x = voiced(2.0, f0=130.0)
     y = conv.mcadams_convert(x, SR, 0.8)
